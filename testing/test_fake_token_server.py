@@ -198,6 +198,11 @@ def test_keep_alive_connection_reused(fake):
         assert fake.request("GET", "/_admin/stats", conn=c)[0] == 200
         assert fake.refresh(rt, conn=c)[0] == 200
         assert c.sock is sock  # one socket throughout: keep-alive never dropped
+        # no Nagle/delayed-ACK stall (~40 ms each) on a reused connection
+        t0 = time.monotonic()
+        for _ in range(20):
+            assert fake.request("GET", "/_admin/stats", conn=c)[0] == 200
+        assert time.monotonic() - t0 < 0.5
     finally:
         c.close()
 
