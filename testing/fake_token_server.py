@@ -92,9 +92,7 @@ class State:
         seq = self.issued_tokens.get(token)
         if self.revoked_all_seq is not None and (seq is None or seq <= self.revoked_all_seq):
             return False
-        if self.strict and seq is None:
-            return False
-        return True
+        return not (self.strict and seq is None)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -103,6 +101,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def version_string(self):
         return self.server_version
+
     timeout = 120  # idle keep-alive connections are dropped after this many seconds
     # Headers and body leave in one segment (buffered wfile, flushed in _send) with Nagle off:
     # otherwise Nagle + delayed ACK add ~40 ms to every keep-alive request.
@@ -115,9 +114,11 @@ class Handler(BaseHTTPRequestHandler):
     def state(self):
         return self.server.state
 
-    def log_message(self, format, *args):  # noqa: A002 (stdlib signature)
+    def log_message(self, format, *args):
         if self.server.verbose:
-            sys.stderr.write("fake_token_server: %s - %s\n" % (self.address_string(), format % args))
+            sys.stderr.write(
+                "fake_token_server: %s - %s\n" % (self.address_string(), format % args)
+            )
             sys.stderr.flush()
 
     def _read_body(self):
@@ -249,8 +250,13 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_admin/script":
             faults = req.get("faults")
             if not isinstance(faults, list) or not all(_valid_fault(f) for f in faults):
-                self._send(400, {"error": "invalid_request",
-                                 "error_description": "faults must be a list of objects"})
+                self._send(
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "faults must be a list of objects",
+                    },
+                )
                 return
             with st.lock:
                 st.script.extend(dict(f) for f in faults)
@@ -399,9 +405,8 @@ def _is_num(v):
 def _valid_fault(f):
     if not isinstance(f, dict):
         return False
-    if "status" in f and not (_is_int(f["status"]) and 100 <= f["status"] <= 599):
-        return False
-    return True
+    status = f.get("status", 200)
+    return _is_int(status) and 100 <= status <= 599
 
 
 def _fault_kind(fault):
@@ -422,13 +427,19 @@ class Server(ThreadingHTTPServer):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Fake Anthropic OAuth token server (testing/README.md)")
+    ap = argparse.ArgumentParser(
+        description="Fake Anthropic OAuth token server (testing/README.md)"
+    )
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
     ap.add_argument("--expires-in", type=int, default=3600, help="default expires_in of successes")
-    ap.add_argument("--strict", action="store_true",
-                    help="accept only refresh tokens this server issued")
-    ap.add_argument("--exit-on-stdin-eof", action="store_true",
-                    help="exit when stdin closes (dies with the test that started it)")
+    ap.add_argument(
+        "--strict", action="store_true", help="accept only refresh tokens this server issued"
+    )
+    ap.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="exit when stdin closes (dies with the test that started it)",
+    )
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr (never tokens)")
     args = ap.parse_args(argv)
 
@@ -444,6 +455,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, _exit)
 
     if args.exit_on_stdin_eof:
+
         def _watch_stdin():
             try:
                 while sys.stdin.buffer.read(65536):
