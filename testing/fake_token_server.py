@@ -98,10 +98,6 @@ class State:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-anthropic-oauth/1"
-
-    def version_string(self):
-        return self.server_version
-
     timeout = 120  # idle keep-alive connections are dropped after this many seconds
     # Headers and body leave in one segment (buffered wfile, flushed in _send) with Nagle off:
     # otherwise Nagle + delayed ACK add ~40 ms to every keep-alive request.
@@ -109,6 +105,9 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     # ---------------------------------------------------------------- plumbing
+
+    def version_string(self):
+        return self.server_version
 
     @property
     def state(self):

@@ -172,6 +172,33 @@ def test_form_encoded_body_accepted(fake):
     assert status == 200 and "refresh_token" in out
 
 
+def test_chunked_request_body(fake):
+    c = fake.conn()
+    try:
+        body = json.dumps(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": "sk-ant-ort01-fake-r1",
+                "client_id": "c",
+            }
+        ).encode()
+        parts = iter([body[:10], body[10:]])
+        c.request(
+            "POST",
+            TOKEN_PATH,
+            body=parts,
+            encode_chunked=True,
+            headers={"Content-Type": "application/json"},
+        )
+        resp = c.getresponse()
+        assert resp.status == 200 and "refresh_token" in json.loads(resp.read())
+        assert (
+            fake.refresh("sk-ant-ort01-fake-r1", conn=c)[0] == 400
+        )  # same connection still in sync
+    finally:
+        c.close()
+
+
 def test_not_found_paths(fake):
     for method, path in [
         ("POST", "/missing"),
