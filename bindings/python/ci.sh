@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# CI for the Python binding: install the package the way a user does, lint, type-check, test.
+# Called by .ci/run after `cargo build --release` at the repo root, with HAP_LIBRARY_PATH
+# exported; works without it too (then the tests load the library bundled by the install).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+WORK="$(mktemp -d -t hap-python-ci.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+
+echo "== python binding: venv"
+python3 -m venv "$WORK/venv"
+BIN="$WORK/venv/bin"
+"$BIN/python" -m pip install --quiet --disable-pip-version-check \
+    "ruff==0.16.9" "mypy==2.4.0" "pytest==9.1.1"
+
+echo "== python binding: pip install ./bindings/python (cargo build --release, bundled libhap)"
+# Without HAP_LIBRARY_PATH the build hook runs cargo on the repo (a no-op after .ci/run's build).
+env -u HAP_LIBRARY_PATH "$BIN/python" -m pip install --quiet --disable-pip-version-check "$HERE"
+(cd / && env -u HAP_LIBRARY_PATH "$BIN/python" -c \
+    'import hap; print("installed", hap.__version__, "loads", hap.library_path(), hap.abi_version())')
+
+if [[ -n "${HAP_LIBRARY_PATH:-}" ]]; then
+    echo "== python binding: wheel built from HAP_LIBRARY_PATH (cargo skipped)"
+    "$BIN/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+        -w "$WORK/wheel" "$HERE"
+    "$BIN/python" - "$WORK/wheel" <<'PY'
+import pathlib, sys, zipfile
+wheels = list(pathlib.Path(sys.argv[1]).glob("hap-*.whl"))
+assert len(wheels) == 1, wheels
+names = zipfile.ZipFile(wheels[0]).namelist()
+assert "hap/libhap.so" in names and "hap/py.typed" in names, names
+print("wheel", wheels[0].name, "bundles hap/libhap.so")
+PY
+fi
+
+cd "$HERE"
+echo "== python binding: ruff"
+"$BIN/ruff" check hap tests bench demo_worker.py setup.py
+"$BIN/ruff" format --check hap tests bench demo_worker.py setup.py
+
+echo "== python binding: mypy --strict"
+"$BIN/mypy" --strict hap demo_worker.py bench/bench_resolve.py
+
+echo "== python binding: pytest"
+# The pytest script (not `python -m`) keeps this folder off sys.path: tests import the
+# installed package.
+"$BIN/pytest" -q -p no:cacheprovider tests

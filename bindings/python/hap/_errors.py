@@ -1,0 +1,173 @@
+"""One exception class per ``hap_status``, each also the builtin a Python programmer would catch.
+
+| status | class | also a |
+|---|---|---|
+| 1 INVALID_ARGUMENT | InvalidArgument | ValueError |
+| 2 NO_CREDENTIAL | NoCredential | LookupError |
+| 3 REAUTH_REQUIRED | ReauthRequired | (none: a person must log in again) |
+| 4 UNAVAILABLE | Unavailable | ConnectionError (so OSError) |
+| 5 LOCK_TIMEOUT | LockTimeout | TimeoutError (so OSError) |
+| 6 STORE_CORRUPT | StoreCorrupt | ValueError (as json.JSONDecodeError is) |
+| 7 IO | IoError | OSError |
+| 8 UNKNOWN_CREDENTIAL | UnknownCredential | KeyError (so LookupError) |
+| 100 INTERNAL | InternalError | RuntimeError |
+| any other | HapError | |
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+
+class HapError(Exception):
+    """A failure libhap reported. ``str()`` is the library's one-line message (never a secret).
+
+    Attributes: ``status`` (the ``hap_status`` integer), ``name`` (e.g.
+    ``"HAP_STATUS_NO_CREDENTIAL"``), ``message``, and where they apply ``retry_at_ms`` (epoch ms
+    when a credential comes back by itself), ``credential_id`` and ``path``.
+    """
+
+    STATUS: ClassVar[Optional[int]] = None
+
+    status: int
+    name: str
+    message: str
+    retry_at_ms: Optional[int]
+    credential_id: Optional[str]
+    path: Optional[str]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: Optional[int] = None,
+        name: Optional[str] = None,
+        retry_at_ms: Optional[int] = None,
+        credential_id: Optional[str] = None,
+        path: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status if status is not None else (self.STATUS or 0)
+        self.name = name or _NAMES.get(self.status, "HAP_STATUS_UNKNOWN")
+        self.retry_at_ms = retry_at_ms
+        self.credential_id = credential_id
+        self.path = path
+
+    def __str__(self) -> str:
+        # One definition for every subclass: KeyError would otherwise quote the message and
+        # OSError would format errno fields.
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only attributes survive pickling (multiprocessing sends exceptions back).
+        return (self.__class__, (self.message,), self.__dict__)
+
+
+class InvalidArgument(HapError, ValueError):
+    """Bad config or request: unknown or ill-typed key, relative path, non-loopback http URL."""
+
+    STATUS = 1
+
+
+class NoCredential(HapError, LookupError):
+    """Nothing usable right now; ``retry_at_ms`` says when one comes back by itself, if ever."""
+
+    STATUS = 2
+
+
+class ReauthRequired(HapError):
+    """The grant was rejected for good: a person must log in again. Nothing was blanked."""
+
+    STATUS = 3
+
+
+class Unavailable(HapError, ConnectionError):
+    """The token endpoint failed transiently and no valid token is left; see ``retry_at_ms``."""
+
+    STATUS = 4
+
+
+class LockTimeout(HapError, TimeoutError):
+    """Another process held a store lock past ``lock_timeout_ms``."""
+
+    STATUS = 5
+
+
+class StoreCorrupt(HapError, ValueError):
+    """A store file (``path``) cannot be parsed; it was left byte-for-byte unchanged."""
+
+    STATUS = 6
+
+
+class IoError(HapError, OSError):
+    """The operating system refused to read or write a store (``path``)."""
+
+    STATUS = 7
+
+
+class UnknownCredential(HapError, KeyError):
+    """``report_failure`` named a ``credential_id`` the pool does not have."""
+
+    STATUS = 8
+
+
+class InternalError(HapError, RuntimeError):
+    """A bug in libhap (a caught panic); the pool answers this from then on: open a new one."""
+
+    STATUS = 100
+
+
+_NAMES = {
+    0: "HAP_STATUS_OK",
+    1: "HAP_STATUS_INVALID_ARGUMENT",
+    2: "HAP_STATUS_NO_CREDENTIAL",
+    3: "HAP_STATUS_REAUTH_REQUIRED",
+    4: "HAP_STATUS_UNAVAILABLE",
+    5: "HAP_STATUS_LOCK_TIMEOUT",
+    6: "HAP_STATUS_STORE_CORRUPT",
+    7: "HAP_STATUS_IO",
+    8: "HAP_STATUS_UNKNOWN_CREDENTIAL",
+    100: "HAP_STATUS_INTERNAL",
+}
+
+#: status -> exception class; any status not here raises plain ``HapError``.
+STATUS_CLASSES: dict[int, type[HapError]] = {
+    cls.STATUS: cls
+    for cls in (
+        InvalidArgument,
+        NoCredential,
+        ReauthRequired,
+        Unavailable,
+        LockTimeout,
+        StoreCorrupt,
+        IoError,
+        UnknownCredential,
+        InternalError,
+    )
+    if cls.STATUS is not None
+}
+
+
+def _opt_int(value: Any) -> Optional[int]:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def error_from(status: int, error: Optional[dict[str, Any]], fallback_name: str) -> HapError:
+    """Build the exception for a failed call from its ``error_out`` JSON (``None`` if absent)."""
+    error = error or {}
+    name = _opt_str(error.get("name")) or fallback_name
+    message = _opt_str(error.get("message")) or name
+    cls = STATUS_CLASSES.get(status, HapError)
+    return cls(
+        message,
+        status=status,
+        name=name,
+        retry_at_ms=_opt_int(error.get("retry_at_ms")),
+        credential_id=_opt_str(error.get("credential_id")),
+        path=_opt_str(error.get("path")),
+    )
