@@ -22,14 +22,23 @@ def main() -> int:
     try:
         import hap
     except ImportError as exc:
-        print(json.dumps({"lang": "python", "pid": pid, "error": "IMPORT_ERROR",
-                          "message": str(exc)}))
+        print(
+            json.dumps({"lang": "python", "pid": pid, "error": "IMPORT_ERROR", "message": str(exc)})
+        )
         return 1
     try:
         config = json.loads(os.environ.get("HAP_DEMO_CONFIG", "{}"))
     except ValueError as exc:
-        print(json.dumps({"lang": "python", "pid": pid, "error": "HAP_STATUS_INVALID_ARGUMENT",
-                          "message": f"HAP_DEMO_CONFIG is not JSON: {exc}"}))
+        print(
+            json.dumps(
+                {
+                    "lang": "python",
+                    "pid": pid,
+                    "error": "HAP_STATUS_INVALID_ARGUMENT",
+                    "message": f"HAP_DEMO_CONFIG is not JSON: {exc}",
+                }
+            )
+        )
         return 1
     start_at_ms = os.environ.get("HAP_DEMO_START_AT_MS")
     try:
@@ -42,13 +51,17 @@ def main() -> int:
     except hap.HapError as exc:
         print(json.dumps({"lang": "python", "pid": pid, "error": exc.name, "message": str(exc)}))
         return 1
-    print(json.dumps({
-        "lang": "python",
-        "pid": pid,
-        "credential_id": token.credential_id,
-        "refreshed": token.refreshed,
-        "token_sha256": hashlib.sha256(token.access_token.encode("utf-8")).hexdigest()[:12],
-    }))
+    print(
+        json.dumps(
+            {
+                "lang": "python",
+                "pid": pid,
+                "credential_id": token.credential_id,
+                "refreshed": token.refreshed,
+                "token_sha256": hashlib.sha256(token.access_token.encode("utf-8")).hexdigest()[:12],
+            }
+        )
+    )
     return 0
 
 

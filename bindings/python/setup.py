@@ -45,9 +45,7 @@ def _cargo_build(root: Path) -> Path:
     cmd = ["cargo", "build", "--release", "--lib", "--message-format=json-render-diagnostics"]
     print(f"hap: running {' '.join(cmd)} in {root}", file=sys.stderr)
     try:
-        proc = subprocess.run(
-            cmd, cwd=root, stdout=subprocess.PIPE, check=False, text=True
-        )
+        proc = subprocess.run(cmd, cwd=root, stdout=subprocess.PIPE, check=False, text=True)
     except FileNotFoundError:
         raise SystemExit(
             "hap: `cargo` is not on PATH; install Rust (https://rustup.rs) or set "
@@ -75,7 +73,9 @@ def _library() -> Path:
     if prebuilt:
         path = Path(prebuilt)
         if not path.is_absolute() or not path.is_file():
-            raise SystemExit(f"hap: HAP_LIBRARY_PATH={prebuilt!r} is not an absolute path to a file")
+            raise SystemExit(
+                f"hap: HAP_LIBRARY_PATH={prebuilt!r} is not an absolute path to a file"
+            )
         print(f"hap: bundling HAP_LIBRARY_PATH={path} (cargo not run)", file=sys.stderr)
         return path
     return _cargo_build(_repo_root())

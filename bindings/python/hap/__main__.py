@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="print the pool status as JSON")

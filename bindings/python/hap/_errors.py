@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 
 class HapError(Exception):
@@ -27,24 +27,24 @@ class HapError(Exception):
     when a credential comes back by itself), ``credential_id`` and ``path``.
     """
 
-    STATUS: ClassVar[Optional[int]] = None
+    STATUS: ClassVar[int | None] = None
 
     status: int
     name: str
     message: str
-    retry_at_ms: Optional[int]
-    credential_id: Optional[str]
-    path: Optional[str]
+    retry_at_ms: int | None
+    credential_id: str | None
+    path: str | None
 
     def __init__(
         self,
         message: str,
         *,
-        status: Optional[int] = None,
-        name: Optional[str] = None,
-        retry_at_ms: Optional[int] = None,
-        credential_id: Optional[str] = None,
-        path: Optional[str] = None,
+        status: int | None = None,
+        name: str | None = None,
+        retry_at_ms: int | None = None,
+        credential_id: str | None = None,
+        path: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -149,15 +149,15 @@ STATUS_CLASSES: dict[int, type[HapError]] = {
 }
 
 
-def _opt_int(value: Any) -> Optional[int]:
+def _opt_int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _opt_str(value: Any) -> Optional[str]:
+def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def error_from(status: int, error: Optional[dict[str, Any]], fallback_name: str) -> HapError:
+def error_from(status: int, error: dict[str, Any] | None, fallback_name: str) -> HapError:
     """Build the exception for a failed call from its ``error_out`` JSON (``None`` if absent)."""
     error = error or {}
     name = _opt_str(error.get("name")) or fallback_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import hashlib
@@ -11,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from . import _ffi
 from ._errors import HapError, error_from
@@ -23,11 +24,11 @@ class Token:
 
     access_token: str = field(repr=False)
     credential_id: str
-    label: Optional[str]
+    label: str | None
     source: str
     auth_type: str
     #: Epoch milliseconds; ``None`` for tokens without expiry (API keys).
-    expires_at_ms: Optional[int]
+    expires_at_ms: int | None
     #: True when this very call's POST to the token endpoint produced the token.
     refreshed: bool
 
@@ -53,7 +54,7 @@ class FailureResult:
     #: ``ok``, ``refresh_pending``, ``exhausted`` or ``dead``.
     last_status: str
     #: Epoch ms when an ``exhausted`` credential comes back; ``None`` otherwise.
-    available_at_ms: Optional[int]
+    available_at_ms: int | None
 
 
 ResetAt = Union[int, float, str, datetime.datetime]
@@ -122,8 +123,8 @@ class Pool:
     manager, or let garbage collection close it.
     """
 
-    def __init__(self, config: Optional[Mapping[str, Any]] = None, /, **options: Any) -> None:
-        self._handle: Optional[int] = None
+    def __init__(self, config: Mapping[str, Any] | None = None, /, **options: Any) -> None:
+        self._handle: int | None = None
         self._closed_reason = "operation on a closed hap.Pool"
         self._cond = threading.Condition(threading.Lock())
         self._inflight = 0
@@ -187,10 +188,9 @@ class Pool:
         handle = getattr(self, "_handle", None)
         if handle is not None:
             self._handle = None
-            try:
+            # Interpreter shutdown may already have torn down ctypes.
+            with contextlib.suppress(Exception):
                 _ffi.hap_pool_free(handle)
-            except Exception:  # interpreter shutdown may have torn down ctypes
-                pass
 
     def __repr__(self) -> str:
         return f"<hap.Pool {'closed' if self._handle is None else 'open'}>"
@@ -200,8 +200,8 @@ class Pool:
     def resolve_token(
         self,
         *,
-        min_validity_ms: Optional[int] = None,
-        credential_id: Optional[str] = None,
+        min_validity_ms: int | None = None,
+        credential_id: str | None = None,
         force_refresh: bool = False,
     ) -> Token:
         """A token valid for at least ``min_validity_ms`` (default: the pool's refresh skew).
@@ -210,7 +210,7 @@ class Pool:
         wait and adopt its result). ``credential_id`` pins one credential; ``force_refresh``
         refreshes even a valid token. Blocks for lock waits and the network, without the GIL.
         """
-        request: Optional[bytes] = None
+        request: bytes | None = None
         if min_validity_ms is not None or credential_id is not None or force_refresh:
             fields: dict[str, Any] = {}
             if min_validity_ms is not None:
@@ -240,10 +240,10 @@ class Pool:
         credential_id: str,
         status_code: int,
         *,
-        reason: Optional[str] = None,
-        message: Optional[str] = None,
-        reset_at: Optional[ResetAt] = None,
-        retry_after_s: Optional[float] = None,
+        reason: str | None = None,
+        message: str | None = None,
+        reset_at: ResetAt | None = None,
+        retry_after_s: float | None = None,
     ) -> FailureResult:
         """Tell the pool what the API answered when ``credential_id``'s token was used.
 

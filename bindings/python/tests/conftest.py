@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -34,9 +34,11 @@ class FakeServer:
         self.base = base
         self.token_url = base + "/v1/oauth/token"
 
-    def _request(self, path: str, body: Optional[dict[str, Any]] = None) -> Any:
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method="GET" if data is None else "POST")
+        req = urllib.request.Request(
+            self.base + path, data=data, method="GET" if data is None else "POST"
+        )
         req.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())

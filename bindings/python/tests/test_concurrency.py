@@ -100,7 +100,7 @@ def test_close_waits_for_calls_in_flight(expired: Home, server: FakeServer) -> N
         pool.close()  # must not free the handle under it
         assert pending.done()
         assert pending.result().refreshed
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="closed"):
         pool.resolve_token()
 
 

@@ -89,8 +89,9 @@ def test_invalid_argument_names_the_key(home: Home) -> None:
 
 
 def test_invalid_argument_for_a_relative_path(home: Home) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="pool_path") as info:
         hap.Pool(home.config(pool_path="relative/auth.json"))
+    assert isinstance(info.value, hap.InvalidArgument)
 
 
 def test_no_credential(home: Home) -> None:
@@ -132,9 +133,10 @@ def test_lock_timeout(expired: Home) -> None:
     lock_path = expired.credentials_path.parent / ".credentials.lock"
     with open(lock_path, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        with hap.Pool(expired.config(lock_timeout_ms=300)) as pool, pytest.raises(
-            hap.LockTimeout
-        ) as info:
+        with (
+            hap.Pool(expired.config(lock_timeout_ms=300)) as pool,
+            pytest.raises(hap.LockTimeout) as info,
+        ):
             pool.resolve_token()
     assert isinstance(info.value, TimeoutError)
     assert isinstance(info.value, OSError)
@@ -154,9 +156,8 @@ def test_store_corrupt_leaves_the_file_alone(home: Home) -> None:
 def test_io_error(home: Home) -> None:
     # A directory where the credentials file should be: reading it is an OS error (EISDIR).
     home.credentials_path.mkdir(parents=True)
-    with pytest.raises(hap.IoError) as info:
-        with hap.Pool(home.config()) as pool:
-            pool.resolve_token()
+    with pytest.raises(hap.IoError) as info, hap.Pool(home.config()) as pool:
+        pool.resolve_token()
     assert isinstance(info.value, OSError)
     assert info.value.path is not None
     assert os.path.basename(info.value.path) == ".credentials.json"

@@ -103,7 +103,9 @@ def test_report_failure_results(valid: Home) -> None:
             reset_at=reset,
             retry_after_s=30,
         )
-        assert benched == hap.FailureResult(token.credential_id, "exhausted", benched.available_at_ms)
+        assert benched == hap.FailureResult(
+            token.credential_id, "exhausted", benched.available_at_ms
+        )
         assert benched.available_at_ms is not None
         assert now_ms() < benched.available_at_ms <= now_ms() + 61_000
 
@@ -149,7 +151,7 @@ def test_context_manager_closes(valid: Home) -> None:
     with hap.Pool(valid.config()) as pool:
         pool.resolve_token()
     assert pool.closed
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="closed"):
         pool.resolve_token()
 
 
