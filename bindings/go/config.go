@@ -1,0 +1,206 @@
+package hap
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Strategy picks among the usable credentials of a pool.
+type Strategy string
+
+// The strategies of ABI.md.
+const (
+	FillFirst  Strategy = "fill_first" // lowest priority first (the default)
+	RoundRobin Strategy = "round_robin"
+	LeastUsed  Strategy = "least_used"
+	Random     Strategy = "random"
+)
+
+// Config mirrors the config JSON of hap_pool_open (ABI.md). The zero value of
+// every field means "the library's default", so Config{} opens the user's own
+// ~/.hermes/auth.json and ~/.claude/.credentials.json. Only fields that are set
+// are sent to the library.
+//
+// Durations are sent in whole milliseconds, rounded up; a negative duration is
+// an invalid argument.
+type Config struct {
+	// Provider is the pool key inside the pool file (default "anthropic").
+	Provider string
+
+	// PoolPath is the Hermes auth.json pool file (default $HERMES_HOME/auth.json,
+	// else ~/.hermes/auth.json). NoPoolFile sends null instead: no pool file,
+	// only the credentials file. Setting both is an invalid argument.
+	PoolPath   string
+	NoPoolFile bool
+
+	// CredentialsPath is Claude Code's credentials file (default
+	// $CLAUDE_CONFIG_DIR/.credentials.json, else ~/.claude/.credentials.json).
+	// NoCredentialsFile sends null instead: no credentials file.
+	CredentialsPath   string
+	NoCredentialsFile bool
+
+	// TokenURLs are tried in order (default: Anthropic's two token endpoints).
+	// http:// is accepted only for loopback hosts. nil or empty means default.
+	TokenURLs []string
+
+	ClientID  string // OAuth client id sent with a refresh
+	UserAgent string // User-Agent on the token endpoint (default "hap/<version>")
+
+	// RefreshSkew: refresh when the access token expires within this
+	// (default 2 minutes).
+	RefreshSkew time.Duration
+	Strategy    Strategy      // default FillFirst
+	LockTimeout time.Duration // longest wait for any lock (default 25 s)
+	HTTPTimeout time.Duration // per token-endpoint request (default 10 s)
+
+	// DisableClaudeCodeLock turns off taking Claude Code's own refresh lock
+	// (claude_code_lock = false).
+	DisableClaudeCodeLock bool
+	// DisableExternalLogins stops seeding a claude_code row from the
+	// credentials file (adopt_external_logins = false).
+	DisableExternalLogins bool
+}
+
+// MarshalJSON returns the config JSON hap_pool_open receives: only the keys
+// whose field is set.
+func (c Config) MarshalJSON() ([]byte, error) {
+	m := map[string]any{}
+	setStr := func(key, v string) {
+		if v != "" {
+			m[key] = v
+		}
+	}
+	setStr("provider", c.Provider)
+	if err := setPath(m, "pool_path", c.PoolPath, c.NoPoolFile, "PoolPath", "NoPoolFile"); err != nil {
+		return nil, err
+	}
+	if err := setPath(m, "credentials_path", c.CredentialsPath, c.NoCredentialsFile, "CredentialsPath", "NoCredentialsFile"); err != nil {
+		return nil, err
+	}
+	if len(c.TokenURLs) > 0 {
+		m["token_urls"] = c.TokenURLs
+	}
+	setStr("client_id", c.ClientID)
+	setStr("user_agent", c.UserAgent)
+	setStr("strategy", string(c.Strategy))
+	for _, d := range []struct {
+		key, field string
+		v          time.Duration
+	}{
+		{"refresh_skew_ms", "RefreshSkew", c.RefreshSkew},
+		{"lock_timeout_ms", "LockTimeout", c.LockTimeout},
+		{"http_timeout_ms", "HTTPTimeout", c.HTTPTimeout},
+	} {
+		if d.v < 0 {
+			return nil, invalidArgument(fmt.Sprintf("Config.%s is negative", d.field))
+		}
+		if d.v > 0 {
+			m[d.key] = durationMS(d.v)
+		}
+	}
+	if c.DisableClaudeCodeLock {
+		m["claude_code_lock"] = false
+	}
+	if c.DisableExternalLogins {
+		m["adopt_external_logins"] = false
+	}
+	return json.Marshal(m)
+}
+
+func setPath(m map[string]any, key, path string, none bool, field, noneField string) error {
+	switch {
+	case none && path != "":
+		return invalidArgument(fmt.Sprintf("Config.%s and Config.%s are both set", field, noneField))
+	case none:
+		m[key] = nil
+	case path != "":
+		m[key] = path
+	}
+	return nil
+}
+
+// durationMS rounds up to whole milliseconds so a positive duration never
+// becomes 0.
+func durationMS(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// UnmarshalJSON reads the config JSON of ABI.md into c, so a config shared with
+// programs in other languages can be opened from Go. A null pool_path or
+// credentials_path sets NoPoolFile / NoCredentialsFile; null elsewhere means
+// the default. Unknown keys are an error naming the key, as in the library.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return nil
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return invalidArgument("config is not a JSON object: " + err.Error())
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out Config
+	for _, k := range keys {
+		v := raw[k]
+		isNull := bytes.Equal(bytes.TrimSpace(v), []byte("null"))
+		var err error
+		switch k {
+		case "provider":
+			err = decodeOpt(v, &out.Provider)
+		case "pool_path":
+			out.NoPoolFile = isNull
+			err = decodeOpt(v, &out.PoolPath)
+		case "credentials_path":
+			out.NoCredentialsFile = isNull
+			err = decodeOpt(v, &out.CredentialsPath)
+		case "token_urls":
+			err = decodeOpt(v, &out.TokenURLs)
+		case "client_id":
+			err = decodeOpt(v, &out.ClientID)
+		case "user_agent":
+			err = decodeOpt(v, &out.UserAgent)
+		case "strategy":
+			err = decodeOpt(v, (*string)(&out.Strategy))
+		case "refresh_skew_ms":
+			err = decodeMS(v, &out.RefreshSkew)
+		case "lock_timeout_ms":
+			err = decodeMS(v, &out.LockTimeout)
+		case "http_timeout_ms":
+			err = decodeMS(v, &out.HTTPTimeout)
+		case "claude_code_lock":
+			var on *bool
+			err = decodeOpt(v, &on)
+			out.DisableClaudeCodeLock = on != nil && !*on
+		case "adopt_external_logins":
+			var on *bool
+			err = decodeOpt(v, &on)
+			out.DisableExternalLogins = on != nil && !*on
+		default:
+			return invalidArgument(fmt.Sprintf("unknown config key %q", k))
+		}
+		if err != nil {
+			return invalidArgument(fmt.Sprintf("config key %q: %v", k, err))
+		}
+	}
+	*c = out
+	return nil
+}
+
+func decodeOpt(v json.RawMessage, dst any) error { return json.Unmarshal(v, dst) }
+
+func decodeMS(v json.RawMessage, dst *time.Duration) error {
+	var ms *int64
+	if err := json.Unmarshal(v, &ms); err != nil {
+		return err
+	}
+	if ms != nil {
+		*dst = time.Duration(*ms) * time.Millisecond
+	}
+	return nil
+}

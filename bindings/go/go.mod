@@ -1,0 +1,3 @@
+module github.com/hap-oauth/hap/bindings/go
+
+go 1.24
