@@ -38,5 +38,9 @@ fi
 echo "--- go vet"
 go vet ./...
 
+echo "--- staticcheck"
+# Pinned; fetched through the Go module proxy, built once into the Go cache.
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
 echo "--- go test -race"
 go test -race -count=1 -timeout 300s ./...
