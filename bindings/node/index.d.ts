@@ -1,0 +1,240 @@
+// Types for hap-oauth (CommonJS; also importable from ESM).
+
+/** libhap configuration (ABI.md `hap_pool_open`). Every key is optional. */
+export interface PoolConfig {
+  /** Pool key inside the pool file (`credential_pool.<provider>`). Default "anthropic". */
+  provider?: string;
+  /** Hermes auth.json; null = no pool file. Default $HERMES_HOME/auth.json or ~/.hermes/auth.json. */
+  poolPath?: string | null;
+  /** Claude Code's .credentials.json; null = none. */
+  credentialsPath?: string | null;
+  /** Token endpoints tried in order; http:// only for loopback. */
+  tokenUrls?: string[];
+  clientId?: string;
+  userAgent?: string;
+  /** Refresh when the access token expires within this. Default 120000. */
+  refreshSkewMs?: number;
+  strategy?: 'fill_first' | 'round_robin' | 'least_used' | 'random';
+  /** Longest wait for any lock. Default 25000. */
+  lockTimeoutMs?: number;
+  /** Per token-endpoint request. Default 10000. */
+  httpTimeoutMs?: number;
+  /** Also take Claude Code's own refresh lock. Default true. */
+  claudeCodeLock?: boolean;
+  /** Seed a claude_code row from the credentials file. Default true. */
+  adoptExternalLogins?: boolean;
+}
+
+/** The same configuration with libhap's own snake_case keys (e.g. from a JSON file). */
+export interface RawPoolConfig {
+  provider?: string;
+  pool_path?: string | null;
+  credentials_path?: string | null;
+  token_urls?: string[];
+  client_id?: string;
+  user_agent?: string;
+  refresh_skew_ms?: number;
+  strategy?: 'fill_first' | 'round_robin' | 'least_used' | 'random';
+  lock_timeout_ms?: number;
+  http_timeout_ms?: number;
+  claude_code_lock?: boolean;
+  adopt_external_logins?: boolean;
+}
+
+/** Options of this binding (not sent to libhap). */
+export interface PoolOptions {
+  /**
+   * Most async calls of this Pool running at once on libuv workers (default 2);
+   * the rest wait in JS, so a slow refresh cannot take every libuv worker.
+   */
+  maxConcurrentCalls?: number;
+}
+
+export interface ResolveOptions {
+  /** Required remaining validity; default the pool's refreshSkewMs. */
+  minValidityMs?: number;
+  /** Use only this credential. */
+  credentialId?: string;
+  /** Refresh even if the token is still valid. */
+  forceRefresh?: boolean;
+}
+
+export interface FailureReport {
+  credentialId: string;
+  /** HTTP status the API answered, e.g. 401, 429. */
+  statusCode: number;
+  /** e.g. 'rate_limit_error', 'token_revoked'. */
+  reason?: string;
+  message?: string;
+  /** Epoch seconds, epoch ms, ISO-8601, or a Date. */
+  resetAt?: number | string | Date;
+  retryAfterS?: number;
+}
+
+export type CredentialStatus = 'ok' | 'refresh_pending' | 'exhausted' | 'dead';
+
+export interface ReportResult {
+  credentialId: string;
+  lastStatus: CredentialStatus;
+  /** Epoch ms; null for ok, refresh_pending and dead. */
+  availableAtMs: number | null;
+  [extra: string]: unknown;
+}
+
+export interface CredentialSnapshot {
+  credentialId: string;
+  label: string | null;
+  source: string | null;
+  authType: 'oauth' | 'api_key';
+  priority: number;
+  lastStatus: CredentialStatus | null;
+  available: boolean;
+  availableAtMs: number | null;
+  expiresAtMs: number | null;
+  lastErrorCode: number | null;
+  lastErrorReason: string | null;
+  requestCount: number;
+  [extra: string]: unknown;
+}
+
+export interface PoolStatus {
+  provider: string;
+  poolPath: string | null;
+  credentialsPath: string | null;
+  strategy: string;
+  credentials: CredentialSnapshot[];
+  counters: {
+    resolves: number;
+    refreshPosts: number;
+    refreshAdopted: number;
+    lockWaits: number;
+    [extra: string]: number;
+  };
+  [extra: string]: unknown;
+}
+
+/**
+ * A resolved token. `accessToken` is readable but hidden from util.inspect,
+ * console.log, JSON.stringify, spreading and Object.keys.
+ */
+export declare class TokenResult {
+  private constructor();
+  /** The secret: send it as `Authorization: Bearer <accessToken>`. */
+  readonly accessToken: string;
+  readonly credentialId: string;
+  readonly label: string | null;
+  readonly source: string | null;
+  readonly authType: 'oauth' | 'api_key';
+  /** Epoch ms; null for tokens without expiry (API keys). */
+  readonly expiresAtMs: number | null;
+  /** True when this call's own POST produced the token. */
+  readonly refreshed: boolean;
+  /** Everything but the secret. */
+  toJSON(): Omit<TokenResult, 'accessToken' | 'toJSON'>;
+}
+
+export declare class Pool {
+  /**
+   * Opens a pool (reads and validates the stores; no network).
+   * @throws HapError (e.g. InvalidArgumentError, StoreCorruptError), HapLoadError
+   */
+  constructor(config?: PoolConfig | RawPoolConfig | string | null, options?: PoolOptions);
+  /** True once close() has been called. */
+  readonly closed: boolean;
+  /** Resolves a token on a libuv worker thread; the event loop keeps running. */
+  resolveToken(options?: ResolveOptions): Promise<TokenResult>;
+  /** Resolves a token on the calling thread (blocks it during a refresh). */
+  resolveTokenSync(options?: ResolveOptions): TokenResult;
+  /** Reports what happened when a token was used; on a worker thread. */
+  reportFailure(failure: FailureReport): Promise<ReportResult>;
+  reportFailureSync(failure: FailureReport): ReportResult;
+  /** A snapshot without secrets; synchronous (no lock, no network). */
+  status(): PoolStatus;
+  /** Releases the native pool. Idempotent; later calls throw PoolClosedError. */
+  close(): void;
+}
+
+export declare const Status: {
+  readonly OK: 0;
+  readonly INVALID_ARGUMENT: 1;
+  readonly NO_CREDENTIAL: 2;
+  readonly REAUTH_REQUIRED: 3;
+  readonly UNAVAILABLE: 4;
+  readonly LOCK_TIMEOUT: 5;
+  readonly STORE_CORRUPT: 6;
+  readonly IO: 7;
+  readonly UNKNOWN_CREDENTIAL: 8;
+  readonly INTERNAL: 100;
+};
+
+export type StatusCode =
+  | 'HAP_STATUS_INVALID_ARGUMENT'
+  | 'HAP_STATUS_NO_CREDENTIAL'
+  | 'HAP_STATUS_REAUTH_REQUIRED'
+  | 'HAP_STATUS_UNAVAILABLE'
+  | 'HAP_STATUS_LOCK_TIMEOUT'
+  | 'HAP_STATUS_STORE_CORRUPT'
+  | 'HAP_STATUS_IO'
+  | 'HAP_STATUS_UNKNOWN_CREDENTIAL'
+  | 'HAP_STATUS_INTERNAL';
+
+/** A non-zero hap_status. Statuses this package does not know arrive as plain HapError. */
+export declare class HapError extends Error {
+  /** The hap_status value. */
+  readonly status: number;
+  /** The status name, e.g. 'HAP_STATUS_NO_CREDENTIAL'. */
+  readonly code: StatusCode | (string & {});
+  /** Epoch ms when a credential comes back by itself, or null. */
+  readonly retryAtMs: number | null;
+  readonly credentialId: string | null;
+  /** The store file involved (STORE_CORRUPT, IO), or null. */
+  readonly path: string | null;
+}
+export declare class InvalidArgumentError extends HapError {
+  readonly status: 1;
+}
+export declare class NoCredentialError extends HapError {
+  readonly status: 2;
+}
+export declare class ReauthRequiredError extends HapError {
+  readonly status: 3;
+}
+export declare class UnavailableError extends HapError {
+  readonly status: 4;
+}
+export declare class LockTimeoutError extends HapError {
+  readonly status: 5;
+}
+export declare class StoreCorruptError extends HapError {
+  readonly status: 6;
+}
+export declare class StoreIoError extends HapError {
+  readonly status: 7;
+}
+export declare class UnknownCredentialError extends HapError {
+  readonly status: 8;
+}
+export declare class InternalError extends HapError {
+  readonly status: 100;
+}
+
+/** A call on a Pool after close(). */
+export declare class PoolClosedError extends Error {
+  readonly code: 'ERR_HAP_POOL_CLOSED';
+}
+
+/** libhap could not be found or loaded, or speaks another ABI. */
+export declare class HapLoadError extends Error {
+  readonly code: 'ERR_HAP_LOAD';
+  /** Every path tried, in order. */
+  readonly tried: string[];
+}
+
+/** The loaded library's version string, e.g. "hap 0.1.0 (abi 0.1)". Loads libhap. */
+export declare function version(): string;
+/** The loaded library's ABI version. Loads libhap. */
+export declare function abiVersion(): { major: number; minor: number };
+/** Absolute path of the libhap this process loaded. Loads libhap. */
+export declare function libraryPath(): string;
+/** libhap's static name for a status value ("HAP_STATUS_UNKNOWN" for unknown values). */
+export declare function statusName(status: number): string;

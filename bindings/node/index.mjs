@@ -1,0 +1,25 @@
+// ESM entry: the same objects as the CommonJS entry (one copy of the library state).
+import hap from './index.js';
+
+export const {
+  Pool,
+  TokenResult,
+  version,
+  abiVersion,
+  libraryPath,
+  statusName,
+  Status,
+  HapLoadError,
+  HapError,
+  InvalidArgumentError,
+  NoCredentialError,
+  ReauthRequiredError,
+  UnavailableError,
+  LockTimeoutError,
+  StoreCorruptError,
+  StoreIoError,
+  UnknownCredentialError,
+  InternalError,
+  PoolClosedError,
+} = hap;
+export default hap;

@@ -1,0 +1,235 @@
+'use strict';
+// The raw boundary: where libhap is found, how each C function is declared for
+// koffi, and the one helper that turns an owned `char *` into a JS string and
+// gives the memory back with hap_free. Nothing outside this file touches a
+// pointer.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const koffi = require('koffi');
+
+// The ABI this package was written against (ABI.md). Same major, minor at least this.
+const ABI_MAJOR = 0;
+const ABI_MINOR = 1;
+
+// Koffi runs the C function on a stack of its own, and for `.async` calls that
+// stack is 128 KiB by default. libhap does TLS and JSON on it, and Rust code is
+// written for a 2 MiB thread stack; an overflow there is a segfault, not an
+// exception. So ask for what a Rust thread would get, with headroom.
+const NEEDED_STACK = 4 * 1024 * 1024;
+
+class HapLoadError extends Error {
+  constructor(message, tried) {
+    super(message);
+    this.name = 'HapLoadError';
+    this.code = 'ERR_HAP_LOAD';
+    this.tried = tried;
+  }
+}
+
+function libraryFileName() {
+  if (process.platform === 'darwin') return 'libhap.dylib';
+  if (process.platform === 'win32') return 'hap.dll';
+  return 'libhap.so';
+}
+
+const PACKAGE_DIR = path.resolve(__dirname, '..');
+
+// HAP_LIBRARY_PATH is an override, not a first guess: when it is set and wrong,
+// loading fails rather than silently testing some other copy of the library.
+function candidates() {
+  const fromEnv = process.env.HAP_LIBRARY_PATH;
+  if (fromEnv) return [{ path: path.resolve(fromEnv), origin: 'HAP_LIBRARY_PATH' }];
+  const name = libraryFileName();
+  return [
+    { path: path.join(PACKAGE_DIR, 'prebuilds', `${process.platform}-${process.arch}`, name), origin: 'bundled copy' },
+    { path: path.resolve(PACKAGE_DIR, '..', '..', 'target', 'release', name), origin: 'repository build' },
+  ];
+}
+
+function raiseStackSizes() {
+  const current = koffi.config();
+  if (current.async_stack_size >= NEEDED_STACK && current.sync_stack_size >= NEEDED_STACK) return;
+  try {
+    koffi.config({
+      sync_stack_size: Math.max(current.sync_stack_size, NEEDED_STACK),
+      async_stack_size: Math.max(current.async_stack_size, NEEDED_STACK),
+    });
+  } catch (err) {
+    // Another module loaded a library through this koffi first; the sizes are frozen.
+    process.emitWarning(
+      `koffi was already in use before hap-oauth loaded libhap (${err.message}); ` +
+        `its call stacks are ${current.sync_stack_size} / ${current.async_stack_size} bytes, ` +
+        `libhap wants ${NEEDED_STACK}. require('hap-oauth') before other koffi users, or call ` +
+        `koffi.config({ sync_stack_size: ${NEEDED_STACK}, async_stack_size: ${NEEDED_STACK} }) first.`,
+      { code: 'HAP_KOFFI_STACK' },
+    );
+  }
+}
+
+function declare(lib) {
+  // Pointers are koffi 3 BigInts. Handles and owned strings are both `void *`
+  // here: koffi does not check pointee types anyway, and anonymous types keep
+  // this file free of koffi's global type-name registry (two copies of this
+  // package in one process would otherwise collide).
+  return {
+    hap_abi_version: lib.func('uint32_t hap_abi_version(void)'),
+    hap_version: lib.func('const char *hap_version(void)'),
+    hap_status_name: lib.func('const char *hap_status_name(int32_t status)'),
+    hap_pool_open: lib.func(
+      'int32_t hap_pool_open(const char *config_json, _Out_ void **pool_out, _Out_ void **error_out)',
+    ),
+    hap_resolve_token: lib.func(
+      'int32_t hap_resolve_token(void *pool, const char *request_json, _Out_ void **result_json_out, _Out_ void **error_out)',
+    ),
+    hap_report_failure: lib.func(
+      'int32_t hap_report_failure(void *pool, const char *failure_json, _Out_ void **result_json_out, _Out_ void **error_out)',
+    ),
+    hap_pool_status: lib.func(
+      'int32_t hap_pool_status(void *pool, _Out_ void **status_json_out, _Out_ void **error_out)',
+    ),
+    hap_pool_free: lib.func('void hap_pool_free(void *pool)'),
+    hap_free: lib.func('void hap_free(void *s)'),
+  };
+}
+
+let loaded = null;
+
+function load() {
+  if (loaded) return loaded;
+  const tried = [];
+  for (const candidate of candidates()) {
+    if (!fs.existsSync(candidate.path)) {
+      tried.push(`${candidate.path} (${candidate.origin}): no such file`);
+      continue;
+    }
+    raiseStackSizes();
+    let lib;
+    try {
+      lib = koffi.load(candidate.path);
+    } catch (err) {
+      tried.push(`${candidate.path} (${candidate.origin}): ${err.message}`);
+      continue;
+    }
+    let abi;
+    try {
+      abi = lib.func('uint32_t hap_abi_version(void)')();
+    } catch (err) {
+      throw new HapLoadError(`${candidate.path} is not libhap: ${err.message}`, [candidate.path]);
+    }
+    const major = abi >>> 16;
+    const minor = abi & 0xffff;
+    if (major !== ABI_MAJOR || minor < ABI_MINOR) {
+      throw new HapLoadError(
+        `${candidate.path} speaks hap ABI ${major}.${minor}; hap-oauth needs ABI ${ABI_MAJOR}.x with minor >= ${ABI_MINOR}. ` +
+          `Rebuild libhap or install the matching hap-oauth.`,
+        [candidate.path],
+      );
+    }
+    let fns;
+    try {
+      fns = declare(lib);
+    } catch (err) {
+      throw new HapLoadError(`${candidate.path} lacks a hap ABI ${major}.${minor} symbol: ${err.message}`, [
+        candidate.path,
+      ]);
+    }
+    loaded = { path: candidate.path, abi: { major, minor }, fns };
+    return loaded;
+  }
+  throw new HapLoadError(
+    `cannot load libhap; tried:\n  ${tried.join('\n  ')}\n` +
+      'Set HAP_LIBRARY_PATH to the absolute path of libhap.so, or run `cargo build --release` at the hap repository root.',
+    tried.map((t) => t.slice(0, t.indexOf(' ('))),
+  );
+}
+
+// THE place an owned string leaves libhap: copy it into JS, then hap_free it
+// (which zeroes the bytes). Never libc free: the allocator is Rust's.
+function takeOwnedString(fns, ptr) {
+  if (ptr === null || ptr === undefined || ptr === 0n) return null;
+  try {
+    return koffi.decode(ptr, 'char', -1);
+  } finally {
+    fns.hap_free(ptr);
+  }
+}
+
+// hap_pool_open: the one out-param that is a handle, not a string.
+function openPool(configJson) {
+  const { fns } = load();
+  const handle = [null];
+  const err = [null];
+  const status = fns.hap_pool_open(configJson, handle, err);
+  const error = takeOwnedString(fns, err[0]);
+  return { status, handle: status === 0 ? handle[0] : null, error };
+}
+
+function freePool(handle) {
+  load().fns.hap_pool_free(handle);
+}
+
+// One C call of the (pool, input, char **out, char **error) shape, e.g.
+// callSync('hap_resolve_token', [handle, requestJson]). Returns
+// { status, out, error } with both owned strings decoded and already freed.
+function callSync(name, args) {
+  const { fns } = load();
+  const out = [null];
+  const err = [null];
+  const status = fns[name](...args, out, err);
+  return settle(fns, status, out[0], err[0]);
+}
+
+// The same on a libuv worker thread (koffi `.async`): the event loop keeps
+// running while libhap waits on a lock or the token endpoint.
+function callAsync(name, args) {
+  const { fns } = load();
+  const out = [null];
+  const err = [null];
+  return new Promise((resolve, reject) => {
+    fns[name].async(...args, out, err, (callError, status) => {
+      let settled;
+      try {
+        // Free whatever the call handed out, even when koffi itself reported an error.
+        settled = settle(fns, status, out[0], err[0]);
+      } catch (e) {
+        reject(callError || e);
+        return;
+      }
+      if (callError) reject(callError);
+      else resolve(settled);
+    });
+  });
+}
+
+function settle(fns, status, outPtr, errPtr) {
+  let out;
+  let error;
+  try {
+    out = takeOwnedString(fns, outPtr);
+  } finally {
+    error = takeOwnedString(fns, errPtr);
+  }
+  return { status, out, error };
+}
+
+function versionString() {
+  return load().fns.hap_version();
+}
+
+function statusName(status) {
+  return load().fns.hap_status_name(status);
+}
+
+module.exports = {
+  ABI_MAJOR,
+  ABI_MINOR,
+  HapLoadError,
+  load,
+  openPool,
+  freePool,
+  callSync,
+  callAsync,
+  versionString,
+  statusName,
+};
