@@ -6,7 +6,24 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const koffi = require('koffi');
+
+// Required on first use, so `require('hap-oauth')` works (types, error
+// classes) even where koffi is missing, and the failure can say what to do.
+let koffiModule = null;
+function requireKoffi() {
+  if (koffiModule) return koffiModule;
+  try {
+    koffiModule = require('koffi');
+  } catch (err) {
+    throw new HapLoadError(
+      `hap-oauth cannot load koffi (${err.message.split('\n')[0]}). A folder installed with ` +
+        '`npm install ./bindings/node` is linked, not copied, and needs its own dependencies: ' +
+        'run `npm ci` in bindings/node, or install with `npm install --install-links ./bindings/node`.',
+      [],
+    );
+  }
+  return koffiModule;
+}
 
 // The ABI this package was written against (ABI.md). Same major, minor at least this.
 const ABI_MAJOR = 0;
@@ -47,7 +64,7 @@ function candidates() {
   ];
 }
 
-function raiseStackSizes() {
+function raiseStackSizes(koffi) {
   const current = koffi.config();
   if (current.async_stack_size >= NEEDED_STACK && current.sync_stack_size >= NEEDED_STACK) return;
   try {
@@ -97,13 +114,14 @@ let loaded = null;
 
 function load() {
   if (loaded) return loaded;
+  const koffi = requireKoffi();
   const tried = [];
   for (const candidate of candidates()) {
     if (!fs.existsSync(candidate.path)) {
       tried.push(`${candidate.path} (${candidate.origin}): no such file`);
       continue;
     }
-    raiseStackSizes();
+    raiseStackSizes(koffi);
     let lib;
     try {
       lib = koffi.load(candidate.path);
@@ -149,7 +167,7 @@ function load() {
 function takeOwnedString(fns, ptr) {
   if (ptr === null || ptr === undefined || ptr === 0n) return null;
   try {
-    return koffi.decode(ptr, 'char', -1);
+    return requireKoffi().decode(ptr, 'char', -1);
   } finally {
     fns.hap_free(ptr);
   }
