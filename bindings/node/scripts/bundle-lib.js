@@ -7,6 +7,13 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
+// --clean (postpack): drop the copy again, so a checkout keeps loading the
+// fresh cargo build rather than a snapshot left behind by npm pack.
+if (process.argv.includes('--clean')) {
+  fs.rmSync(path.resolve(__dirname, '..', 'prebuilds'), { recursive: true, force: true });
+  process.exit(0);
+}
+
 const name = process.platform === 'darwin' ? 'libhap.dylib' : process.platform === 'win32' ? 'hap.dll' : 'libhap.so';
 const pkg = path.resolve(__dirname, '..');
 const source = process.env.HAP_LIBRARY_PATH
