@@ -1,0 +1,325 @@
+//! `hap_pool_open`'s configuration: every key of ABI.md, its default, and validation that
+//! names the offending key. Unknown or ill-typed keys are refused rather than ignored, so a
+//! typo cannot silently point a process at another store.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
+pub const DEFAULT_TOKEN_URLS: [&str; 2] = [
+    "https://platform.claude.com/v1/oauth/token",
+    "https://console.anthropic.com/v1/oauth/token",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    FillFirst,
+    RoundRobin,
+    LeastUsed,
+    Random,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::FillFirst => "fill_first",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastUsed => "least_used",
+            Strategy::Random => "random",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub provider: String,
+    pub pool_path: Option<PathBuf>,
+    pub credentials_path: Option<PathBuf>,
+    pub token_urls: Vec<String>,
+    pub client_id: String,
+    pub user_agent: String,
+    pub refresh_skew_ms: u64,
+    pub strategy: Strategy,
+    pub lock_timeout_ms: u64,
+    pub http_timeout_ms: u64,
+    pub claude_code_lock: bool,
+    pub adopt_external_logins: bool,
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            provider: "anthropic".into(),
+            pool_path: env_dir("HERMES_HOME")
+                .or_else(|| home().map(|h| h.join(".hermes")))
+                .map(|d| d.join("auth.json")),
+            credentials_path: env_dir("CLAUDE_CONFIG_DIR")
+                .or_else(|| home().map(|h| h.join(".claude")))
+                .map(|d| d.join(".credentials.json")),
+            token_urls: DEFAULT_TOKEN_URLS.iter().map(|s| s.to_string()).collect(),
+            client_id: DEFAULT_CLIENT_ID.into(),
+            user_agent: format!("hap/{}", env!("CARGO_PKG_VERSION")),
+            refresh_skew_ms: 120_000,
+            strategy: Strategy::FillFirst,
+            lock_timeout_ms: 25_000,
+            http_timeout_ms: 10_000,
+            claude_code_lock: true,
+            adopt_external_logins: true,
+        }
+    }
+}
+
+fn want_str<'a>(key: &str, v: &'a Value) -> Result<&'a str> {
+    v.as_str()
+        .ok_or_else(|| Error::invalid(format!("config key '{key}' must be a string")))
+}
+
+fn want_u64(key: &str, v: &Value) -> Result<u64> {
+    v.as_u64()
+        .ok_or_else(|| Error::invalid(format!("config key '{key}' must be a non-negative integer")))
+}
+
+fn want_bool(key: &str, v: &Value) -> Result<bool> {
+    v.as_bool()
+        .ok_or_else(|| Error::invalid(format!("config key '{key}' must be true or false")))
+}
+
+/// Expands a leading `~` and insists on an absolute result: a relative store path would
+/// depend on each host process's working directory and split the session.
+pub fn store_path(key: &str, raw: &str) -> Result<PathBuf> {
+    if raw.is_empty() {
+        return Err(Error::invalid(format!(
+            "config key '{key}' is an empty path"
+        )));
+    }
+    let path = if raw == "~" || raw.starts_with("~/") {
+        let h = home().ok_or_else(|| {
+            Error::invalid(format!(
+                "config key '{key}' starts with ~ but HOME is not set"
+            ))
+        })?;
+        h.join(raw.trim_start_matches('~').trim_start_matches('/'))
+    } else {
+        PathBuf::from(raw)
+    };
+    if !path.is_absolute() {
+        return Err(Error::invalid(format!(
+            "config key '{key}' must be an absolute path (or start with ~/)"
+        )));
+    }
+    if path.file_name().is_none() {
+        return Err(Error::invalid(format!(
+            "config key '{key}' must name a file"
+        )));
+    }
+    Ok(path)
+}
+
+/// `https://` anywhere; `http://` only to a loopback host, so a token never crosses a
+/// network in clear text.
+pub fn check_token_url(url: &str) -> Result<()> {
+    let lower = url.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("https://") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(Error::invalid(
+                "config key 'token_urls' has a URL without a host",
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(rest) = lower.strip_prefix("http://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = if let Some(v6) = authority.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+        };
+        let loopback = host == "localhost"
+            || host == "::1"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Ok(());
+        }
+        return Err(Error::invalid(
+            "config key 'token_urls': http:// is allowed only for loopback hosts; use https://",
+        ));
+    }
+    Err(Error::invalid(
+        "config key 'token_urls' must hold https:// URLs",
+    ))
+}
+
+impl Config {
+    pub fn from_json_str(json: Option<&str>) -> Result<Config> {
+        let json = match json {
+            None => return Config::from_map(&Map::new()),
+            Some(j) => j,
+        };
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| Error::invalid(format!("config is not valid JSON: {e}")))?;
+        match value {
+            Value::Object(m) => Config::from_map(&m),
+            _ => Err(Error::invalid("config must be a JSON object")),
+        }
+    }
+
+    pub fn from_map(m: &Map<String, Value>) -> Result<Config> {
+        let mut c = Config::default();
+        for (key, v) in m {
+            match key.as_str() {
+                "provider" => {
+                    let p = want_str(key, v)?;
+                    if p.is_empty() {
+                        return Err(Error::invalid("config key 'provider' must not be empty"));
+                    }
+                    c.provider = p.to_string();
+                }
+                "pool_path" => {
+                    c.pool_path = match v {
+                        Value::Null => None,
+                        _ => Some(store_path(key, want_str(key, v)?)?),
+                    }
+                }
+                "credentials_path" => {
+                    c.credentials_path = match v {
+                        Value::Null => None,
+                        _ => Some(store_path(key, want_str(key, v)?)?),
+                    }
+                }
+                "token_urls" => {
+                    let arr = v.as_array().ok_or_else(|| {
+                        Error::invalid("config key 'token_urls' must be an array of strings")
+                    })?;
+                    if arr.is_empty() {
+                        return Err(Error::invalid("config key 'token_urls' must not be empty"));
+                    }
+                    let mut urls = Vec::with_capacity(arr.len());
+                    for u in arr {
+                        let u = want_str(key, u)?;
+                        check_token_url(u)?;
+                        urls.push(u.to_string());
+                    }
+                    c.token_urls = urls;
+                }
+                "client_id" => c.client_id = want_str(key, v)?.to_string(),
+                "user_agent" => c.user_agent = want_str(key, v)?.to_string(),
+                "refresh_skew_ms" => c.refresh_skew_ms = want_u64(key, v)?,
+                "strategy" => {
+                    c.strategy = match want_str(key, v)? {
+                        "fill_first" => Strategy::FillFirst,
+                        "round_robin" => Strategy::RoundRobin,
+                        "least_used" => Strategy::LeastUsed,
+                        "random" => Strategy::Random,
+                        _ => {
+                            return Err(Error::invalid(
+                                "config key 'strategy' must be fill_first, round_robin, least_used or random",
+                            ))
+                        }
+                    }
+                }
+                "lock_timeout_ms" => c.lock_timeout_ms = want_u64(key, v)?,
+                "http_timeout_ms" => {
+                    c.http_timeout_ms = want_u64(key, v)?;
+                    if c.http_timeout_ms == 0 {
+                        return Err(Error::invalid("config key 'http_timeout_ms' must be > 0"));
+                    }
+                }
+                "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
+                "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
+                other => {
+                    return Err(Error::invalid(format!("unknown config key '{other}'")));
+                }
+            }
+        }
+        if c.pool_path.is_none() && c.credentials_path.is_none() {
+            // Defaults resolve from HOME; without one and without explicit paths there is
+            // nothing to serve.
+            if !m.contains_key("pool_path") && !m.contains_key("credentials_path") {
+                return Err(Error::invalid(
+                    "HOME is not set: give pool_path or credentials_path explicitly",
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// `auth.json` -> `auth.lock`: the sibling file Hermes itself locks.
+    pub fn pool_lock_path(pool: &Path) -> PathBuf {
+        let stem = pool
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = stem.strip_suffix(".json").unwrap_or(&stem).to_string();
+        pool.with_file_name(format!("{stem}.lock"))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let p = |p: &Option<PathBuf>| match p {
+            Some(p) => Value::String(p.to_string_lossy().into_owned()),
+            None => Value::Null,
+        };
+        serde_json::json!({
+            "provider": self.provider,
+            "pool_path": p(&self.pool_path),
+            "credentials_path": p(&self.credentials_path),
+            "token_urls": self.token_urls,
+            "client_id": self.client_id,
+            "user_agent": self.user_agent,
+            "refresh_skew_ms": self.refresh_skew_ms,
+            "strategy": self.strategy.as_str(),
+            "lock_timeout_ms": self.lock_timeout_ms,
+            "http_timeout_ms": self.http_timeout_ms,
+            "claude_code_lock": self.claude_code_lock,
+            "adopt_external_logins": self.adopt_external_logins,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_ill_typed_keys_are_named() {
+        let e = Config::from_json_str(Some(r#"{"pool_pth": "/x"}"#)).unwrap_err();
+        assert!(e.message.contains("pool_pth"), "{}", e.message);
+        let e = Config::from_json_str(Some(r#"{"lock_timeout_ms": "5"}"#)).unwrap_err();
+        assert!(e.message.contains("lock_timeout_ms"));
+        let e = Config::from_json_str(Some(r#"{"pool_path": "rel/auth.json"}"#)).unwrap_err();
+        assert!(e.message.contains("absolute"));
+    }
+
+    #[test]
+    fn token_url_rules() {
+        assert!(check_token_url("https://platform.claude.com/v1/oauth/token").is_ok());
+        assert!(check_token_url("http://127.0.0.1:8080/v1/oauth/token").is_ok());
+        assert!(check_token_url("http://localhost/x").is_ok());
+        assert!(check_token_url("http://[::1]:9/x").is_ok());
+        assert!(check_token_url("http://example.com/x").is_err());
+        assert!(check_token_url("http://127.0.0.1.evil.com/x").is_err());
+        assert!(check_token_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn lock_path_is_hermes_sibling() {
+        assert_eq!(
+            Config::pool_lock_path(Path::new("/h/.hermes/auth.json")),
+            PathBuf::from("/h/.hermes/auth.lock")
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! The nine exported functions of ABI 0.1. Names, signatures and statuses are fixed by
+//! ABI.md; keep this file and that page in step.
+
+use super::{boundary, hap_pool, hap_status, into_handle, opt_str, put};
+use crate::error::{Error, Status};
+use crate::pool::Pool;
+use crate::request::{Failure, ResolveRequest};
+use std::ffi::{c_char, CStr, CString};
+
+/// Major version of the ABI this header describes. A change of major breaks callers.
+pub const HAP_ABI_VERSION_MAJOR: u32 = 0;
+/// Minor version: additions only (a function, a status, an output key).
+pub const HAP_ABI_VERSION_MINOR: u32 = 1;
+/// `(major << 16) | minor`, what `hap_abi_version()` returns.
+pub const HAP_ABI_VERSION: u32 = (HAP_ABI_VERSION_MAJOR << 16) | HAP_ABI_VERSION_MINOR;
+
+/// Success; out-params are set.
+pub const HAP_STATUS_OK: hap_status = 0;
+/// NULL where not allowed, invalid UTF-8, malformed JSON, unknown or ill-typed key,
+/// relative path, non-loopback http:// URL.
+pub const HAP_STATUS_INVALID_ARGUMENT: hap_status = 1;
+/// Nothing usable right now; the error JSON carries `retry_at_ms` when one comes back.
+pub const HAP_STATUS_NO_CREDENTIAL: hap_status = 2;
+/// The grant was rejected for good: a person must log in again. Nothing was blanked.
+pub const HAP_STATUS_REAUTH_REQUIRED: hap_status = 3;
+/// Transient: the token endpoint failed and no valid access token is left; `retry_at_ms`.
+pub const HAP_STATUS_UNAVAILABLE: hap_status = 4;
+/// Another process held a lock past `lock_timeout_ms`.
+pub const HAP_STATUS_LOCK_TIMEOUT: hap_status = 5;
+/// A store file cannot be parsed; it was left byte-for-byte unchanged; `path` set.
+pub const HAP_STATUS_STORE_CORRUPT: hap_status = 6;
+/// An operating-system error reading or writing a store; `path` set.
+pub const HAP_STATUS_IO: hap_status = 7;
+/// `hap_report_failure` (or a resolve) named a `credential_id` the pool does not have.
+pub const HAP_STATUS_UNKNOWN_CREDENTIAL: hap_status = 8;
+/// A bug (a caught panic); the pool answers HAP_STATUS_INTERNAL from then on.
+pub const HAP_STATUS_INTERNAL: hap_status = 100;
+
+/// `(major << 16) | minor` of the ABI the loaded library implements; 0.1 -> 0x00000001.
+/// Bindings compare it with `HAP_ABI_VERSION` from the header they were built against.
+#[no_mangle]
+pub extern "C" fn hap_abi_version() -> u32 {
+    HAP_ABI_VERSION
+}
+
+/// A static string such as "hap 0.1.0 (abi 0.1)". Never freed.
+#[no_mangle]
+pub extern "C" fn hap_version() -> *const c_char {
+    static V: &CStr = {
+        const B: &[u8] = concat!("hap ", env!("CARGO_PKG_VERSION"), " (abi 0.1)\0").as_bytes();
+        match CStr::from_bytes_with_nul(B) {
+            Ok(c) => c,
+            Err(_) => panic!("version string has an interior NUL"),
+        }
+    };
+    V.as_ptr()
+}
+
+/// The static name of a status, e.g. "HAP_STATUS_NO_CREDENTIAL"; "HAP_STATUS_UNKNOWN" for a
+/// value this library does not know. Never freed.
+#[no_mangle]
+pub extern "C" fn hap_status_name(s: hap_status) -> *const c_char {
+    match Status::from_code(s) {
+        Some(st) => st.name_cstr().as_ptr(),
+        None => c"HAP_STATUS_UNKNOWN".as_ptr(),
+    }
+}
+
+/// Opens a pool handle from `config_json` (NULL or "{}" = every default). On success
+/// `*pool_out` receives a handle to release with `hap_pool_free`. Needs no network.
+///
+/// # Safety
+/// `config_json` is NULL or a NUL-terminated string; `pool_out` is valid for writes;
+/// `error_out` is NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn hap_pool_open(
+    config_json: *const c_char,
+    pool_out: *mut *mut hap_pool,
+    error_out: *mut *mut c_char,
+) -> hap_status {
+    if !pool_out.is_null() {
+        *pool_out = std::ptr::null_mut();
+    }
+    let mut opened: Option<Pool> = None;
+    let status = boundary(None, std::ptr::null_mut(), false, error_out, || {
+        if pool_out.is_null() {
+            return Err(Error::invalid("pool_out is NULL"));
+        }
+        let cfg = opt_str(config_json, "config_json")?;
+        opened = Some(Pool::open_json(cfg)?);
+        Ok(None)
+    });
+    if let Some(pool) = opened {
+        *pool_out = into_handle(pool);
+    }
+    status
+}
+
+/// Returns a valid access token as JSON (see ABI.md) in `*result_json_out`. May block for
+/// a lock wait and a refresh. `request_json` may be NULL.
+///
+/// # Safety
+/// `pool` is NULL or a live handle; strings are NULL or NUL-terminated; out pointers are
+/// NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn hap_resolve_token(
+    pool: *const hap_pool,
+    request_json: *const c_char,
+    result_json_out: *mut *mut c_char,
+    error_out: *mut *mut c_char,
+) -> hap_status {
+    let handle = pool.as_ref();
+    boundary(handle, result_json_out, true, error_out, || {
+        let h = handle.ok_or_else(|| Error::invalid("pool is NULL"))?;
+        let req = ResolveRequest::from_json(opt_str(request_json, "request_json")?)?;
+        let token = h.pool.resolve(&req)?;
+        let json = zeroize::Zeroizing::new(token.to_json().to_string());
+        Ok(Some(json.as_str().to_owned()))
+    })
+}
+
+/// Reports what the caller saw when it used a token (HTTP status, reason, reset time).
+/// `*result_json_out` receives `{"credential_id", "last_status", "available_at_ms"}`.
+///
+/// # Safety
+/// As `hap_resolve_token`.
+#[no_mangle]
+pub unsafe extern "C" fn hap_report_failure(
+    pool: *const hap_pool,
+    failure_json: *const c_char,
+    result_json_out: *mut *mut c_char,
+    error_out: *mut *mut c_char,
+) -> hap_status {
+    let handle = pool.as_ref();
+    boundary(handle, result_json_out, true, error_out, || {
+        let h = handle.ok_or_else(|| Error::invalid("pool is NULL"))?;
+        let f = Failure::from_json(opt_str(failure_json, "failure_json")?)?;
+        Ok(Some(h.pool.report_failure(&f)?.to_json().to_string()))
+    })
+}
+
+/// A snapshot of the pool as JSON, with no side effects and no secrets.
+///
+/// # Safety
+/// As `hap_resolve_token`.
+#[no_mangle]
+pub unsafe extern "C" fn hap_pool_status(
+    pool: *const hap_pool,
+    status_json_out: *mut *mut c_char,
+    error_out: *mut *mut c_char,
+) -> hap_status {
+    let handle = pool.as_ref();
+    boundary(handle, status_json_out, true, error_out, || {
+        let h = handle.ok_or_else(|| Error::invalid("pool is NULL"))?;
+        Ok(Some(h.pool.status()?.to_string()))
+    })
+}
+
+/// Releases a handle. NULL is ignored. Never twice, never during another call on it.
+///
+/// # Safety
+/// `pool` is NULL or a handle from `hap_pool_open` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn hap_pool_free(pool: *mut hap_pool) {
+    if !pool.is_null() {
+        let _ =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(pool))));
+    }
+}
+
+/// Releases a string hap handed out, zeroing its bytes first. NULL is ignored.
+///
+/// # Safety
+/// `s` is NULL or a string from hap not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn hap_free(s: *mut c_char) {
+    if !s.is_null() {
+        let mut bytes = CString::from_raw(s).into_bytes_with_nul();
+        zeroize::Zeroize::zeroize(&mut bytes);
+    }
+}
+
+// Keeps `put` referenced for builds that compile the boundary without every export.
+#[allow(dead_code)]
+unsafe fn _unused(out: *mut *mut c_char) {
+    put(out, String::new());
+}

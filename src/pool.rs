@@ -1,0 +1,769 @@
+//! A pool handle: the view of the stores, resolve, report_failure and status.
+//!
+//! Hot path (`resolve` finding a valid token in unchanged files): two `stat` calls, one
+//! short in-process mutex, no read, no lock file, no write. Everything else (re-reading a
+//! changed store, syncing borrowed rows, refreshing) happens only when `stat` says a store
+//! changed or the token needs it. The refresh transaction itself lives in `refresh.rs`.
+
+use crate::clock::now_ms;
+use crate::config::{Config, Strategy};
+use crate::credentials::{CredentialsFile, TokenPair};
+use crate::error::{Error, Result, Status};
+use crate::fsio::FileStamp;
+use crate::lock::FileLock;
+use crate::oauth::TokenEndpoint;
+use crate::policy::{self, Availability};
+use crate::pool_file::{Kind, PoolFile, Row};
+use crate::refresh::Flights;
+use crate::request::{Failure, ResolveRequest};
+use crate::secret::{fingerprint, Secret};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What `hap_resolve_token` returns.
+#[derive(Clone, Debug)]
+pub struct Token {
+    pub access_token: Secret,
+    pub credential_id: String,
+    pub label: String,
+    pub source: String,
+    pub auth_type: String,
+    pub expires_at_ms: Option<i64>,
+    pub refreshed: bool,
+}
+
+impl Token {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "access_token": self.access_token.expose(),
+            "credential_id": self.credential_id,
+            "label": self.label,
+            "source": self.source,
+            "auth_type": self.auth_type,
+            "expires_at_ms": self.expires_at_ms,
+            "refreshed": self.refreshed,
+        })
+    }
+}
+
+/// What `hap_report_failure` returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailureOutcome {
+    pub credential_id: String,
+    /// `ok`, `refresh_pending`, `exhausted` or `dead`.
+    pub last_status: &'static str,
+    pub available_at_ms: Option<i64>,
+}
+
+impl FailureOutcome {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "credential_id": self.credential_id,
+            "last_status": self.last_status,
+            "available_at_ms": self.available_at_ms,
+        })
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub resolves: AtomicU64,
+    pub refresh_posts: AtomicU64,
+    pub refresh_adopted: AtomicU64,
+    pub journal_recoveries: AtomicU64,
+    pub lock_waits: AtomicU64,
+    pub store_reads: AtomicU64,
+    pub store_writes: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The cached view of both stores. `None` stamps mean "not read yet" (`known` false) or
+/// "file missing" (`known` true).
+#[derive(Default)]
+pub(crate) struct View {
+    pool_known: bool,
+    pool_stamp: Option<FileStamp>,
+    creds_known: bool,
+    creds_stamp: Option<FileStamp>,
+    pub rows: Vec<Row>,
+    pub creds_pair: Option<TokenPair>,
+    /// Picks this handle made per row, for `least_used` without a write per pick.
+    picks: HashMap<String, u64>,
+    /// Refresh back-off per grant (epoch ms), cached from the journal so a resolve during
+    /// a back-off does not take a lock just to learn it must not POST.
+    pub backoff_until: HashMap<String, i64>,
+}
+
+pub struct Pool {
+    pub(crate) cfg: Config,
+    pub(crate) pool_file: Option<PoolFile>,
+    pub(crate) creds: Option<CredentialsFile>,
+    pub(crate) endpoint: TokenEndpoint,
+    pub(crate) view: Mutex<View>,
+    pub(crate) flights: Flights,
+    pub(crate) counters: Counters,
+    rr_cursor: AtomicUsize,
+}
+
+/// The token a row serves, from whichever store is its authority.
+pub(crate) fn pair_for(row: &Row, creds_pair: Option<&TokenPair>) -> Option<TokenPair> {
+    match row.kind() {
+        Kind::Borrowed => creds_pair.cloned(),
+        Kind::Owned | Kind::Foreign => row.access_token.clone().map(|access| TokenPair {
+            access,
+            refresh: row.refresh_token.clone(),
+            expires_at_ms: row.expires_at_ms,
+        }),
+    }
+}
+
+/// Usable for at least `min_validity_ms` more, and not the token a caller saw refused.
+pub(crate) fn is_fresh(row: &Row, pair: &TokenPair, min_validity_ms: u64, now: i64) -> bool {
+    let long_enough = match pair.expires_at_ms {
+        None => true,
+        Some(at) => at - now > min_validity_ms as i64,
+    };
+    long_enough && !is_rejected(row, pair)
+}
+
+pub(crate) fn is_rejected(row: &Row, pair: &TokenPair) -> bool {
+    row.rejected_fingerprint
+        .as_deref()
+        .is_some_and(|fp| fp == pair.access.fingerprint())
+}
+
+fn not_expired(pair: &TokenPair, now: i64) -> bool {
+    pair.expires_at_ms.is_none_or(|at| at > now)
+}
+
+/// Strips anything shaped like an Anthropic token from caller-supplied text before it is
+/// stored: a caller pasting a raw API error must not put a secret into the pool file.
+fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(500));
+    let mut rest = text;
+    while let Some(i) = rest.find("sk-ant-") {
+        out.push_str(&rest[..i]);
+        out.push_str("[redacted]");
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out.chars().take(500).collect()
+}
+
+fn now_s() -> f64 {
+    now_ms() as f64 / 1000.0
+}
+
+/// The id of the in-memory row that stands for the credentials file when there is no pool
+/// file: stable across processes, derived from the file's path.
+fn memory_row_id(creds: &CredentialsFile) -> String {
+    fingerprint(&creds.path().to_string_lossy())[7..13].to_string()
+}
+
+fn new_row_id(rows: &[Row]) -> String {
+    loop {
+        let id = format!("{:06x}", crate::rng::next_u64() & 0xff_ffff);
+        if !rows.iter().any(|r| r.id == id) {
+            return id;
+        }
+    }
+}
+
+impl Pool {
+    /// Opens a handle. Reads and validates what exists (an unreadable store fails with
+    /// `STORE_CORRUPT` instead of being started over); needs no network.
+    pub fn open(cfg: Config) -> Result<Pool> {
+        let pool = Pool {
+            pool_file: cfg
+                .pool_path
+                .clone()
+                .map(|p| PoolFile::new(p, cfg.provider.clone())),
+            creds: cfg.credentials_path.clone().map(CredentialsFile::new),
+            endpoint: TokenEndpoint::new(&cfg),
+            view: Mutex::new(View::default()),
+            flights: Flights::default(),
+            counters: Counters::default(),
+            rr_cursor: AtomicUsize::new(0),
+            cfg,
+        };
+        drop(pool.current(false)?);
+        Ok(pool)
+    }
+
+    pub fn open_json(config_json: Option<&str>) -> Result<Pool> {
+        Pool::open(Config::from_json_str(config_json)?)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn lock_view(&self) -> MutexGuard<'_, View> {
+        // A panic while holding the view leaves plain data behind; the FFI boundary
+        // retires the whole handle after any panic anyway.
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.cfg.lock_timeout_ms)
+    }
+
+    pub(crate) fn lock_file(&self, path: &std::path::Path, deadline: Instant) -> Result<FileLock> {
+        let mut waited = false;
+        let l = FileLock::acquire(path, deadline, self.cfg.lock_timeout_ms, &mut waited);
+        if waited {
+            bump(&self.counters.lock_waits);
+        }
+        l
+    }
+
+    /// Forgets the cached stamps so the next look re-reads both stores.
+    pub(crate) fn invalidate(&self) {
+        let mut v = self.lock_view();
+        v.pool_known = false;
+        v.creds_known = false;
+    }
+
+    /// The current view: stat both stores, re-read what changed, and (with `sync`) bring
+    /// the pool file in line with the credentials file. Returns the locked view.
+    pub(crate) fn current(&self, sync: bool) -> Result<MutexGuard<'_, View>> {
+        let pool_stamp = match &self.pool_file {
+            Some(p) => p.stamp()?,
+            None => None,
+        };
+        let creds_stamp = match &self.creds {
+            Some(c) => c.stamp()?,
+            None => None,
+        };
+        {
+            let v = self.lock_view();
+            if v.pool_known
+                && v.creds_known
+                && v.pool_stamp == pool_stamp
+                && v.creds_stamp == creds_stamp
+            {
+                return Ok(v);
+            }
+        }
+        self.reload()?;
+        if sync {
+            self.sync()?;
+        }
+        Ok(self.lock_view())
+    }
+
+    /// Re-reads both stores (outside the view mutex) and installs what it read.
+    fn reload(&self) -> Result<()> {
+        bump(&self.counters.store_reads);
+        let pool_read = match &self.pool_file {
+            Some(p) => Some(p.read()?),
+            None => None,
+        };
+        let creds_read = match &self.creds {
+            Some(c) => c.read()?,
+            None => None,
+        };
+        let mut v = self.lock_view();
+        v.creds_known = true;
+        v.creds_stamp = creds_read.as_ref().map(|r| r.stamp);
+        v.creds_pair = creds_read.and_then(|r| r.pair);
+        v.pool_known = true;
+        match pool_read {
+            Some(read) => {
+                v.pool_stamp = read.stamp;
+                v.rows = read.rows;
+            }
+            None => {
+                // No pool file: one in-memory row stands for the credentials file, and its
+                // status lives as long as this handle.
+                v.pool_stamp = None;
+                if let (Some(creds), true) = (&self.creds, v.rows.is_empty()) {
+                    if v.creds_pair.is_some() {
+                        v.rows.push(Row::new_borrowed(memory_row_id(creds), 0));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SPEC §3.2: seed a `claude_code` row for a login found in the credentials file, and
+    /// lift a bench from any row whose authority now holds a different token (a re-login or
+    /// a sibling's rotation), at once, without waiting out the cooldown.
+    fn sync(&self) -> Result<()> {
+        let needs = {
+            let v = self.lock_view();
+            let creds_fp = v.creds_pair.as_ref().map(|p| p.access.fingerprint());
+            let seed = self.cfg.adopt_external_logins
+                && self.pool_file.is_some()
+                && creds_fp.is_some()
+                && !v.rows.iter().any(|r| r.kind() == Kind::Borrowed);
+            seed || v.rows.iter().any(|r| stale_bench(r, creds_fp.as_deref()))
+        };
+        if !needs {
+            return Ok(());
+        }
+        let adopt = self.cfg.adopt_external_logins;
+        self.update_rows(None, |rows, creds_pair| {
+            let creds_fp = creds_pair.map(|p| p.access.fingerprint());
+            let mut changed = false;
+            if adopt && creds_fp.is_some() && !rows.iter().any(|r| r.kind() == Kind::Borrowed) {
+                let priority = rows.iter().map(|r| r.priority + 1).max().unwrap_or(0);
+                let mut row = Row::new_borrowed(new_row_id(rows), priority);
+                row.secret_fingerprint = creds_fp.clone();
+                row.expires_at_ms = creds_pair.and_then(|p| p.expires_at_ms);
+                crate::log::debug(format_args!(
+                    "adopted the Claude Code login as row {}",
+                    row.id
+                ));
+                rows.push(row);
+                changed = true;
+            }
+            for r in rows.iter_mut() {
+                if stale_bench(r, creds_fp.as_deref()) {
+                    crate::log::debug(format_args!(
+                        "row {}: authority holds a new token; bench lifted",
+                        r.id
+                    ));
+                    r.clear_status();
+                    r.rejected_fingerprint = None;
+                    changed = true;
+                }
+            }
+            Ok((changed, ()))
+        })
+    }
+
+    /// Read-modify-write of the rows under the pool lock (or in memory when there is no
+    /// pool file). `held` is the pool lock when the caller already holds it. The closure
+    /// sees the freshest rows and the current credentials pair.
+    pub(crate) fn update_rows<T>(
+        &self,
+        held: Option<&FileLock>,
+        change: impl FnOnce(&mut Vec<Row>, Option<&TokenPair>) -> Result<(bool, T)>,
+    ) -> Result<T> {
+        match &self.pool_file {
+            Some(pf) => {
+                let own;
+                let lock = match held {
+                    Some(l) => l,
+                    None => {
+                        own = self.lock_file(&pf.lock_path(), self.deadline())?;
+                        &own
+                    }
+                };
+                let creds_pair = match &self.creds {
+                    Some(c) => c.read()?.and_then(|r| r.pair),
+                    None => None,
+                };
+                let (read, out) = pf.update(lock, |rows| change(rows, creds_pair.as_ref()))?;
+                let mut v = self.lock_view();
+                v.pool_known = true;
+                v.pool_stamp = read.stamp;
+                v.rows = read.rows;
+                bump(&self.counters.store_writes);
+                Ok(out)
+            }
+            None => {
+                let mut v = self.lock_view();
+                let creds_pair = v.creds_pair.clone();
+                let mut rows = std::mem::take(&mut v.rows);
+                let result = change(&mut rows, creds_pair.as_ref());
+                v.rows = rows;
+                result.map(|(_, out)| out)
+            }
+        }
+    }
+
+    /// Indices of selectable rows in the order the strategy wants them tried, and the
+    /// earliest instant a cooling row comes back.
+    fn candidates(&self, v: &mut View, only: Option<&str>) -> Result<(Vec<usize>, Option<i64>)> {
+        let has_token = |r: &Row| pair_for(r, v.creds_pair.as_ref()).is_some();
+        if let Some(id) = only {
+            if !v.rows.iter().any(|r| r.id == id) {
+                return Err(Error::new(
+                    Status::UnknownCredential,
+                    format!("no credential '{id}' in this pool"),
+                )
+                .with_credential(id));
+            }
+        }
+        let live = v
+            .rows
+            .iter()
+            .filter(|r| has_token(r) && r.last_status.as_deref() != Some(policy::STATUS_DEAD))
+            .count();
+        let mut next_at: Option<i64> = None;
+        let mut idx: Vec<usize> = Vec::new();
+        for (i, r) in v.rows.iter().enumerate() {
+            if only.is_some_and(|id| id != r.id) || !has_token(r) {
+                continue;
+            }
+            match policy::available_at_ms(r, live <= 1) {
+                Availability::Available => idx.push(i),
+                Availability::CoolingUntil(at) => next_at = Some(next_at.map_or(at, |n| n.min(at))),
+                Availability::Dead => {}
+            }
+        }
+        let rows = &v.rows;
+        match self.cfg.strategy {
+            Strategy::FillFirst => idx.sort_by_key(|&i| rows[i].priority),
+            Strategy::RoundRobin => {
+                idx.sort_by_key(|&i| rows[i].priority);
+                if !idx.is_empty() {
+                    let k = self.rr_cursor.fetch_add(1, Ordering::Relaxed) % idx.len();
+                    idx.rotate_left(k);
+                }
+            }
+            Strategy::LeastUsed => {
+                let picks = &v.picks;
+                idx.sort_by_key(|&i| {
+                    (
+                        rows[i].request_count + picks.get(&rows[i].id).copied().unwrap_or(0),
+                        rows[i].priority,
+                    )
+                })
+            }
+            Strategy::Random => {
+                for k in (1..idx.len()).rev() {
+                    idx.swap(k, crate::rng::below(k as u64 + 1) as usize);
+                }
+            }
+        }
+        Ok((idx, next_at))
+    }
+
+    fn token_of(row: &Row, pair: TokenPair, refreshed: bool) -> Token {
+        Token {
+            access_token: pair.access,
+            credential_id: row.id.clone(),
+            label: row.label.clone(),
+            source: row.source.clone(),
+            auth_type: row.auth_type.clone(),
+            expires_at_ms: pair.expires_at_ms,
+            refreshed,
+        }
+    }
+
+    /// SPEC §3: sync, pick, return a valid token, refreshing when it needs it.
+    pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
+        bump(&self.counters.resolves);
+        let min_validity = req.min_validity_ms.unwrap_or(self.cfg.refresh_skew_ms);
+        let (order, next_at) = {
+            let mut v = self.current(true)?;
+            let (order, next_at) = self.candidates(&mut v, req.credential_id.as_deref())?;
+            // The common case, answered without leaving the mutex.
+            if let Some(&i) = order.first() {
+                let row = &v.rows[i];
+                if let Some(pair) = pair_for(row, v.creds_pair.as_ref()) {
+                    if !req.force_refresh && is_fresh(row, &pair, min_validity, now_ms()) {
+                        let token = Self::token_of(row, pair, false);
+                        *v.picks.entry(token.credential_id.clone()).or_default() += 1;
+                        return Ok(token);
+                    }
+                }
+            }
+            let ids: Vec<String> = order.iter().map(|&i| v.rows[i].id.clone()).collect();
+            (ids, next_at)
+        };
+        let mut first_err: Option<Error> = None;
+        for id in order {
+            match self.resolve_row(&id, min_validity, req.force_refresh) {
+                Ok(t) => {
+                    *self
+                        .lock_view()
+                        .picks
+                        .entry(t.credential_id.clone())
+                        .or_default() += 1;
+                    return Ok(t);
+                }
+                Err(e) => {
+                    crate::log::debug(format_args!("row {id}: {e}"));
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| {
+            let msg = match next_at {
+                Some(_) => "every credential is cooling down",
+                None => "no usable credential: log in with Claude Code or add one to the pool",
+            };
+            Error::new(Status::NoCredential, msg).with_retry_at(next_at)
+        }))
+    }
+
+    /// One row that needs more than a cached answer: serve it, or refresh it.
+    fn resolve_row(&self, id: &str, min_validity: u64, force: bool) -> Result<Token> {
+        let (row, pair) = {
+            let v = self.current(true)?;
+            let row = v.rows.iter().find(|r| r.id == id).cloned().ok_or_else(|| {
+                Error::new(Status::NoCredential, "the credential vanished").with_credential(id)
+            })?;
+            let pair = pair_for(&row, v.creds_pair.as_ref()).ok_or_else(|| {
+                Error::new(Status::NoCredential, "the credential has no token").with_credential(id)
+            })?;
+            (row, pair)
+        };
+        let now = now_ms();
+        if !force && is_fresh(&row, &pair, min_validity, now) {
+            return Ok(Self::token_of(&row, pair, false));
+        }
+        let refreshable = row.is_oauth() && row.kind() != Kind::Foreign && pair.refresh.is_some();
+        if !refreshable {
+            if not_expired(&pair, now) && !is_rejected(&row, &pair) {
+                return Ok(Self::token_of(&row, pair, false));
+            }
+            return Err(Error::new(
+                Status::NoCredential,
+                "the credential's token has expired and hap cannot refresh it",
+            )
+            .with_credential(id));
+        }
+        match self.refresh(&row, &pair, force, min_validity) {
+            Ok(out) => Ok(Self::token_of(&row, out.pair, out.refreshed)),
+            // SPEC §3.5: a failed refresh still serves an access token that has not expired.
+            Err(e)
+                if not_expired(&pair, now_ms())
+                    && !is_rejected(&row, &pair)
+                    && e.status != Status::Internal =>
+            {
+                crate::log::debug(format_args!(
+                    "row {id}: refresh failed ({}); serving the unexpired token",
+                    e.status.name()
+                ));
+                Ok(Self::token_of(&row, pair, false))
+            }
+            Err(e) => Err(e.with_credential(id)),
+        }
+    }
+
+    /// SPEC §2: what a caller saw when it used a token.
+    pub fn report_failure(&self, f: &Failure) -> Result<FailureOutcome> {
+        let (row, served) = {
+            let v = self.current(true)?;
+            let row = v
+                .rows
+                .iter()
+                .find(|r| r.id == f.credential_id)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::new(
+                        Status::UnknownCredential,
+                        format!("no credential '{}' in this pool", f.credential_id),
+                    )
+                    .with_credential(&f.credential_id)
+                })?;
+            let served = pair_for(&row, v.creds_pair.as_ref());
+            (row, served)
+        };
+        let id = row.id.clone();
+        let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+        let terminal = reason.is_some_and(policy::is_terminal_reason);
+        let served_fp = served.as_ref().map(|p| p.access.fingerprint());
+        let now = now_s();
+
+        if !terminal && f.status_code == 401 && row.is_oauth() && row.kind() != Kind::Foreign {
+            // Not a bench: first ask the authority whether a sibling already rotated.
+            let fresh = self.read_authority_pair(&row)?;
+            if let (Some(fresh), Some(served_fp)) = (&fresh, &served_fp) {
+                if &fresh.access.fingerprint() != served_fp {
+                    bump(&self.counters.refresh_adopted);
+                    self.invalidate();
+                    return Ok(FailureOutcome {
+                        credential_id: id,
+                        last_status: "ok",
+                        available_at_ms: None,
+                    });
+                }
+            }
+            let recently_refreshed = row.last_status.as_deref() == Some(policy::STATUS_OK)
+                && row
+                    .last_status_at
+                    .is_some_and(|at| now - at < policy::SECOND_401_WINDOW_S);
+            if !recently_refreshed {
+                self.update_rows(None, |rows, _| {
+                    let Some(r) = rows.iter_mut().find(|r| r.id == id) else {
+                        return Ok((false, ()));
+                    };
+                    r.rejected_fingerprint = served_fp.clone();
+                    r.last_error_code = Some(401);
+                    r.last_error_reason = reason.map(str::to_string);
+                    r.last_error_message = f.message.as_deref().map(scrub);
+                    Ok((true, ()))
+                })?;
+                return Ok(FailureOutcome {
+                    credential_id: id,
+                    last_status: "refresh_pending",
+                    available_at_ms: None,
+                });
+            }
+            // A second 401 within a minute of a refresh: the new token is refused too.
+        }
+
+        let status = if terminal {
+            policy::STATUS_DEAD
+        } else {
+            policy::STATUS_EXHAUSTED
+        };
+        let reset_at = f.reset_at_s.or(f.retry_after_s.map(|s| now + s));
+        let row_after = self.update_rows(None, |rows, _| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == id) else {
+                return Ok((false, None));
+            };
+            r.last_status = Some(status.to_string());
+            r.last_status_at = Some(now);
+            r.last_error_code = Some(f.status_code as i64);
+            r.last_error_reason = reason.map(str::to_string);
+            r.last_error_message = f.message.as_deref().map(scrub);
+            r.last_error_reset_at = if terminal { None } else { reset_at };
+            // Remember which token was benched: a different one at the authority lifts it.
+            if served_fp.is_some() {
+                r.secret_fingerprint = served_fp.clone();
+            }
+            Ok((true, Some(r.clone())))
+        })?;
+        let available_at_ms = match (terminal, row_after) {
+            (false, Some(r)) => {
+                let v = self.lock_view();
+                let live = v
+                    .rows
+                    .iter()
+                    .filter(|x| {
+                        pair_for(x, v.creds_pair.as_ref()).is_some()
+                            && x.last_status.as_deref() != Some(policy::STATUS_DEAD)
+                    })
+                    .count();
+                match policy::available_at_ms(&r, live <= 1) {
+                    Availability::CoolingUntil(at) => Some(at),
+                    _ => Some(now_ms()),
+                }
+            }
+            _ => None,
+        };
+        Ok(FailureOutcome {
+            credential_id: id,
+            last_status: status,
+            available_at_ms,
+        })
+    }
+
+    /// The pair the row's authority holds right now, read from disk whatever the cache says.
+    pub(crate) fn read_authority_pair(&self, row: &Row) -> Result<Option<TokenPair>> {
+        match row.kind() {
+            Kind::Borrowed => match &self.creds {
+                Some(c) => Ok(c.read()?.and_then(|r| r.pair)),
+                None => Ok(None),
+            },
+            Kind::Owned | Kind::Foreign => match &self.pool_file {
+                Some(p) => Ok(p
+                    .read()?
+                    .rows
+                    .iter()
+                    .find(|r| r.id == row.id)
+                    .and_then(|r| pair_for(r, None))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// A snapshot with no side effects and no secrets.
+    pub fn status(&self) -> Result<Value> {
+        let v = self.current(false)?;
+        let live = v
+            .rows
+            .iter()
+            .filter(|r| {
+                pair_for(r, v.creds_pair.as_ref()).is_some()
+                    && r.last_status.as_deref() != Some(policy::STATUS_DEAD)
+            })
+            .count();
+        let creds: Vec<Value> = v
+            .rows
+            .iter()
+            .map(|r| {
+                let pair = pair_for(r, v.creds_pair.as_ref());
+                let availability = policy::available_at_ms(r, live <= 1);
+                let pending = pair.as_ref().is_some_and(|p| is_rejected(r, p));
+                let last_status = if pending && r.last_status.as_deref() != Some(policy::STATUS_DEAD) {
+                    Some("refresh_pending".to_string())
+                } else {
+                    r.last_status.clone()
+                };
+                json!({
+                    "credential_id": r.id,
+                    "label": r.label,
+                    "source": r.source,
+                    "auth_type": r.auth_type,
+                    "priority": r.priority,
+                    "last_status": last_status,
+                    "available": pair.is_some() && availability == Availability::Available,
+                    "available_at_ms": match availability { Availability::CoolingUntil(at) => Some(at), _ => None },
+                    "expires_at_ms": pair.as_ref().and_then(|p| p.expires_at_ms),
+                    "has_token": pair.is_some(),
+                    "last_error_code": r.last_error_code,
+                    "last_error_reason": r.last_error_reason,
+                    "request_count": r.request_count + v.picks.get(&r.id).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        let c = &self.counters;
+        let path =
+            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        Ok(json!({
+            "provider": self.cfg.provider,
+            "pool_path": path(&self.cfg.pool_path),
+            "credentials_path": path(&self.cfg.credentials_path),
+            "strategy": self.cfg.strategy.as_str(),
+            "credentials": creds,
+            "counters": {
+                "resolves": c.resolves.load(Ordering::Relaxed),
+                "refresh_posts": c.refresh_posts.load(Ordering::Relaxed),
+                "refresh_adopted": c.refresh_adopted.load(Ordering::Relaxed),
+                "journal_recoveries": c.journal_recoveries.load(Ordering::Relaxed),
+                "lock_waits": c.lock_waits.load(Ordering::Relaxed),
+                "store_reads": c.store_reads.load(Ordering::Relaxed),
+                "store_writes": c.store_writes.load(Ordering::Relaxed),
+            },
+        }))
+    }
+}
+
+/// A bench (exhausted or dead, or a 401 marker) that no longer applies because the row's
+/// authority now holds a token other than the one that was benched.
+fn stale_bench(r: &Row, creds_fp: Option<&str>) -> bool {
+    let benched = matches!(
+        r.last_status.as_deref(),
+        Some(policy::STATUS_EXHAUSTED) | Some(policy::STATUS_DEAD)
+    );
+    if !benched {
+        return false;
+    }
+    let current = match r.kind() {
+        Kind::Borrowed => creds_fp.map(str::to_string),
+        Kind::Owned | Kind::Foreign => r.access_token.as_ref().map(|t| t.fingerprint()),
+    };
+    // Hermes' own claude_code rows carry the token itself instead of a fingerprint.
+    // A fingerprint in another format (another tool's) says nothing we can compare.
+    let benched_fp = r
+        .secret_fingerprint
+        .clone()
+        .filter(|fp| fp.len() == 23 && fp.starts_with("sha256:"))
+        .or_else(|| match r.kind() {
+            Kind::Borrowed => r.access_token.as_ref().map(|t| t.fingerprint()),
+            _ => None,
+        });
+    match (current, benched_fp) {
+        (Some(cur), Some(old)) => cur != old,
+        _ => false,
+    }
+}
