@@ -91,13 +91,28 @@ pub(crate) struct View {
     pool_stamp: Option<FileStamp>,
     creds_known: bool,
     creds_stamp: Option<FileStamp>,
+    /// Set by every reload: the rows have not been reconciled with the credentials file.
+    unsynced: bool,
     pub rows: Vec<Row>,
     pub creds_pair: Option<TokenPair>,
     /// Picks this handle made per row, for `least_used` without a write per pick.
     picks: HashMap<String, u64>,
+    /// Fingerprint of the access token last handed out per row: a reported failure is
+    /// about that token, even if the store has moved on since.
+    served: HashMap<String, String>,
     /// Refresh back-off per grant (epoch ms), cached from the journal so a resolve during
     /// a back-off does not take a lock just to learn it must not POST.
     pub backoff_until: HashMap<String, i64>,
+}
+
+impl View {
+    fn note_served(&mut self, t: &Token) {
+        *self.picks.entry(t.credential_id.clone()).or_default() += 1;
+        let fp = t.access_token.fingerprint();
+        if self.served.get(&t.credential_id) != Some(&fp) {
+            self.served.insert(t.credential_id.clone(), fp);
+        }
+    }
 }
 
 pub struct Pool {
@@ -245,19 +260,23 @@ impl Pool {
             Some(c) => c.stamp()?,
             None => None,
         };
-        {
+        let fresh = {
             let v = self.lock_view();
-            if v.pool_known
+            let fresh = v.pool_known
                 && v.creds_known
                 && v.pool_stamp == pool_stamp
-                && v.creds_stamp == creds_stamp
-            {
+                && v.creds_stamp == creds_stamp;
+            if fresh && !(sync && v.unsynced) {
                 return Ok(v);
             }
+            fresh
+        };
+        if !fresh {
+            self.reload()?;
         }
-        self.reload()?;
         if sync {
             self.sync()?;
+            self.lock_view().unsynced = false;
         }
         Ok(self.lock_view())
     }
@@ -274,6 +293,7 @@ impl Pool {
             None => None,
         };
         let mut v = self.lock_view();
+        v.unsynced = true;
         v.creds_known = true;
         v.creds_stamp = creds_read.as_ref().map(|r| r.stamp);
         v.creds_pair = creds_read.and_then(|r| r.pair);
@@ -468,7 +488,7 @@ impl Pool {
                 if let Some(pair) = pair_for(row, v.creds_pair.as_ref()) {
                     if !req.force_refresh && is_fresh(row, &pair, min_validity, now_ms()) {
                         let token = Self::token_of(row, pair, false);
-                        *v.picks.entry(token.credential_id.clone()).or_default() += 1;
+                        v.note_served(&token);
                         return Ok(token);
                     }
                 }
@@ -480,11 +500,7 @@ impl Pool {
         for id in order {
             match self.resolve_row(&id, min_validity, req.force_refresh) {
                 Ok(t) => {
-                    *self
-                        .lock_view()
-                        .picks
-                        .entry(t.credential_id.clone())
-                        .or_default() += 1;
+                    self.lock_view().note_served(&t);
                     return Ok(t);
                 }
                 Err(e) => {
@@ -563,13 +579,16 @@ impl Pool {
                     )
                     .with_credential(&f.credential_id)
                 })?;
-            let served = pair_for(&row, v.creds_pair.as_ref());
+            let served =
+                v.served.get(&row.id).cloned().or_else(|| {
+                    pair_for(&row, v.creds_pair.as_ref()).map(|p| p.access.fingerprint())
+                });
             (row, served)
         };
         let id = row.id.clone();
         let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
         let terminal = reason.is_some_and(policy::is_terminal_reason);
-        let served_fp = served.as_ref().map(|p| p.access.fingerprint());
+        let served_fp = served;
         let now = now_s();
 
         if !terminal && f.status_code == 401 && row.is_oauth() && row.kind() != Kind::Foreign {
