@@ -7,7 +7,12 @@
 //! * [`RefreshLockDir`]: Claude Code's own refresh lock, the node `proper-lockfile`
 //!   protocol: a directory created with `mkdir`, stale once its mtime is older than 60 s,
 //!   touched every 5 s by its holder, removed on release. A dead holder cannot release it,
-//!   which is why staleness exists.
+//!   which is why staleness exists. hap adds one refinement that keeps the protocol: beside
+//!   the directory it holds, it writes `<dir>.hap-owner` (pid, inode, ctime). A hap process
+//!   that finds the directory, while holding `.credentials.lock`, and sees that the owner
+//!   file names a dead pid and the very same directory (inode and ctime unchanged), knows
+//!   the holder was a hap process killed mid-refresh and takes over at once instead of
+//!   waiting 60 s. A directory Claude Code made never matches, so it is never touched.
 
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
@@ -106,6 +111,52 @@ fn touch(path: &Path) {
     }
 }
 
+fn owner_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".hap-owner");
+    dir.with_file_name(name)
+}
+
+/// `(inode, ctime ns)` of the directory: what identifies this very directory.
+fn dir_identity(dir: &Path) -> Option<(u64, i128)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(dir).ok()?;
+    Some((
+        m.ino(),
+        m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+    ))
+}
+
+fn write_owner(dir: &Path) {
+    if let Some((ino, ctime)) = dir_identity(dir) {
+        let _ = fs::write(
+            owner_path(dir),
+            format!("{} {ino} {ctime}\n", std::process::id()),
+        );
+    }
+}
+
+/// True when the directory was left by a hap process that has since died.
+fn left_by_dead_hap(dir: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(owner_path(dir)) else {
+        return false;
+    };
+    let mut it = text.split_whitespace();
+    let (Some(pid), Some(ino), Some(ctime)) = (
+        it.next().and_then(|p| p.parse::<i32>().ok()),
+        it.next().and_then(|i| i.parse::<u64>().ok()),
+        it.next().and_then(|c| c.parse::<i128>().ok()),
+    ) else {
+        return false;
+    };
+    if dir_identity(dir) != Some((ino, ctime)) || pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only asks whether the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 impl RefreshLockDir {
     pub fn acquire(
         path: &Path,
@@ -120,10 +171,11 @@ impl RefreshLockDir {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     *waited = true;
-                    if Self::is_stale(path) {
+                    if Self::is_stale(path) || left_by_dead_hap(path) {
                         // The holder died without releasing. Remove and retake; if a
                         // sibling beat us to it, mkdir fails again and we wait on theirs.
                         crate::log::debug(format_args!("taking over stale {}", path.display()));
+                        let _ = fs::remove_file(owner_path(path));
                         let _ = fs::remove_dir(path);
                         continue;
                     }
@@ -134,6 +186,7 @@ impl RefreshLockDir {
                 Err(e) => return Err(Error::io(path, "cannot create lock directory", &e)),
             }
         }
+        write_owner(path);
         let (tx, rx) = mpsc::channel::<()>();
         let p = path.to_path_buf();
         let toucher = thread::Builder::new()
@@ -143,6 +196,7 @@ impl RefreshLockDir {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_LOCK_TOUCH)
                 {
                     touch(&p);
+                    write_owner(&p);
                 }
             })
             .ok();
@@ -170,6 +224,7 @@ impl Drop for RefreshLockDir {
         if let Some(t) = self.toucher.take() {
             let _ = t.join();
         }
+        let _ = fs::remove_file(owner_path(&self.path));
         let _ = fs::remove_dir(&self.path);
     }
 }

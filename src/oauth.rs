@@ -90,7 +90,7 @@ fn oauth_error_code(body: &[u8]) -> Option<String> {
 fn retry_after_ms(resp: &ureq::Response) -> Option<i64> {
     let v = resp.header("retry-after")?.trim();
     if let Ok(s) = v.parse::<f64>() {
-        return (s.is_finite() && s >= 0.0).then(|| (s * 1000.0) as i64);
+        return (s.is_finite() && s >= 0.0).then_some((s * 1000.0) as i64);
     }
     None
 }
