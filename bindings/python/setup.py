@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Distribution, setup
+from setuptools import setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -91,11 +92,17 @@ class BuildPyWithLibhap(build_py):
         shutil.copy2(lib, dest_dir / LIB_NAME)
 
 
-class BinaryDistribution(Distribution):
-    """The wheel carries a native library, so it must be tagged for this platform."""
+class PlatformWheel(bdist_wheel):
+    """Tag ``py3-none-<platform>``: the wheel carries a native library for this platform, but
+    no extension module, so any Python 3 on that platform can load it."""
 
-    def has_ext_modules(self) -> bool:
-        return True
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        self.root_is_pure = False
+
+    def get_tag(self) -> tuple[str, str, str]:
+        _, _, platform = super().get_tag()
+        return "py3", "none", platform
 
 
-setup(cmdclass={"build_py": BuildPyWithLibhap}, distclass=BinaryDistribution)
+setup(cmdclass={"build_py": BuildPyWithLibhap, "bdist_wheel": PlatformWheel})

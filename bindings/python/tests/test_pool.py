@@ -214,6 +214,7 @@ def test_cli_status(valid: Home) -> None:
         capture_output=True,
         text=True,
         check=False,
+        cwd="/",  # not this folder: `-m hap` must find the package under test
     )
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
@@ -230,6 +231,7 @@ def test_cli_status_reports_errors_by_name(home: Home) -> None:
         capture_output=True,
         text=True,
         check=False,
+        cwd="/",  # not this folder: `-m hap` must find the package under test
     )
     assert result.returncode == 1
     assert "HAP_STATUS_STORE_CORRUPT" in result.stderr
@@ -237,7 +239,11 @@ def test_cli_status_reports_errors_by_name(home: Home) -> None:
 
 def test_cli_version() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hap", "version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "hap", "version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
     )
     assert result.returncode == 0, result.stderr
     assert hap.__version__ in result.stdout
