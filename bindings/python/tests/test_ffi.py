@@ -19,16 +19,16 @@ from conftest import REPO_ROOT
 HEADER = REPO_ROOT / "include" / "hap.h"
 
 
-def _header_text() -> str:
-    text = HEADER.read_text()
+def _header_text(text: str | None = None) -> str:
+    text = HEADER.read_text() if text is None else text
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     return re.sub(r"//[^\n]*", " ", text)
 
 
-def header_functions() -> dict[str, int]:
-    """Every function hap.h declares -> its parameter count."""
+def header_functions(text: str | None = None) -> dict[str, int]:
+    """Every function hap.h (or ``text``) declares -> its parameter count."""
     text = "\n".join(
-        line for line in _header_text().splitlines() if not line.lstrip().startswith("#")
+        line for line in _header_text(text).splitlines() if not line.lstrip().startswith("#")
     )
     found: dict[str, int] = {}
     for name, params in re.findall(r"\b(hap_\w+)\s*\(([^()]*)\)\s*;", text):
@@ -51,6 +51,15 @@ def test_every_header_function_is_declared_with_its_arity() -> None:
         assert len(argtypes) == in_header[name], name
         fn = getattr(_ffi.lib, name)
         assert list(fn.argtypes) == list(argtypes), name
+
+
+def test_the_drift_check_sees_a_new_function() -> None:
+    grown = HEADER.read_text() + (
+        "\n/* a new function */\n"
+        "hap_status hap_pool_reload(const hap_pool *pool,\n                           char **error_out);\n"
+    )
+    assert header_functions(grown)["hap_pool_reload"] == 2
+    assert set(header_functions(grown)) - set(_ffi.SIGNATURES) == {"hap_pool_reload"}
 
 
 def test_owned_strings_are_never_c_char_p() -> None:
