@@ -56,7 +56,8 @@ def test_every_header_function_is_declared_with_its_arity() -> None:
 def test_the_drift_check_sees_a_new_function() -> None:
     grown = HEADER.read_text() + (
         "\n/* a new function */\n"
-        "hap_status hap_pool_reload(const hap_pool *pool,\n                           char **error_out);\n"
+        "hap_status hap_pool_reload(const hap_pool *pool,\n"
+        "                           char **error_out);\n"
     )
     assert header_functions(grown)["hap_pool_reload"] == 2
     assert set(header_functions(grown)) - set(_ffi.SIGNATURES) == {"hap_pool_reload"}
