@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 
@@ -92,17 +92,23 @@ class BuildPyWithLibhap(build_py):
         shutil.copy2(lib, dest_dir / LIB_NAME)
 
 
-class PlatformWheel(bdist_wheel):
-    """Tag ``py3-none-<platform>``: the wheel carries a native library for this platform, but
-    no extension module, so any Python 3 on that platform can load it."""
+class BinaryDistribution(Distribution):
+    """The wheel carries a native library: a platform wheel whose files sit at its root."""
 
-    def finalize_options(self) -> None:
-        super().finalize_options()
-        self.root_is_pure = False
+    def has_ext_modules(self) -> bool:
+        return True
+
+
+class PlatformWheel(bdist_wheel):
+    """Tag ``py3-none-<platform>``: a native library for this platform but no extension
+    module, so any Python 3 on that platform can load it."""
 
     def get_tag(self) -> tuple[str, str, str]:
         _, _, platform = super().get_tag()
         return "py3", "none", platform
 
 
-setup(cmdclass={"build_py": BuildPyWithLibhap, "bdist_wheel": PlatformWheel})
+setup(
+    cmdclass={"build_py": BuildPyWithLibhap, "bdist_wheel": PlatformWheel},
+    distclass=BinaryDistribution,
+)

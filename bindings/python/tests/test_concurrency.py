@@ -92,12 +92,16 @@ def test_the_gil_is_released_during_a_slow_refresh(expired: Home, server: FakeSe
 
 
 def test_close_waits_for_calls_in_flight(expired: Home, server: FakeServer) -> None:
-    server.script({"delay_ms": 500})
+    server.script({"delay_ms": 700})
     pool = hap.Pool(expired.config())
     with ThreadPoolExecutor(1) as executor:
         pending = executor.submit(pool.resolve_token)
-        time.sleep(0.2)  # the resolve is now waiting on the server
-        pool.close()  # must not free the handle under it
+        deadline = time.monotonic() + 10
+        while server.posts() == 0:  # the resolve is now waiting on the server
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not pending.done()
+        pool.close()  # must wait for it, not free the handle under it
         assert pending.done()
         assert pending.result().refreshed
     with pytest.raises(ValueError, match="closed"):
