@@ -120,3 +120,18 @@ func (r rawPool) status() (int32, string, string) {
 // free releases the handle. The caller guarantees no call on it is in flight
 // and that it is freed once (Pool's lock and the cleanup's Stop do).
 func (r rawPool) free() { C.hap_pool_free(r.ptr) }
+
+// The Go status codes must equal the header's macros: each line fails to
+// compile ("constant overflows uint") when the two drift apart.
+const (
+	_ = uint(CodeOK-C.HAP_STATUS_OK) + uint(C.HAP_STATUS_OK-CodeOK)
+	_ = uint(CodeInvalidArgument-C.HAP_STATUS_INVALID_ARGUMENT) + uint(C.HAP_STATUS_INVALID_ARGUMENT-CodeInvalidArgument)
+	_ = uint(CodeNoCredential-C.HAP_STATUS_NO_CREDENTIAL) + uint(C.HAP_STATUS_NO_CREDENTIAL-CodeNoCredential)
+	_ = uint(CodeReauthRequired-C.HAP_STATUS_REAUTH_REQUIRED) + uint(C.HAP_STATUS_REAUTH_REQUIRED-CodeReauthRequired)
+	_ = uint(CodeUnavailable-C.HAP_STATUS_UNAVAILABLE) + uint(C.HAP_STATUS_UNAVAILABLE-CodeUnavailable)
+	_ = uint(CodeLockTimeout-C.HAP_STATUS_LOCK_TIMEOUT) + uint(C.HAP_STATUS_LOCK_TIMEOUT-CodeLockTimeout)
+	_ = uint(CodeStoreCorrupt-C.HAP_STATUS_STORE_CORRUPT) + uint(C.HAP_STATUS_STORE_CORRUPT-CodeStoreCorrupt)
+	_ = uint(CodeIO-C.HAP_STATUS_IO) + uint(C.HAP_STATUS_IO-CodeIO)
+	_ = uint(CodeUnknownCredential-C.HAP_STATUS_UNKNOWN_CREDENTIAL) + uint(C.HAP_STATUS_UNKNOWN_CREDENTIAL-CodeUnknownCredential)
+	_ = uint(CodeInternal-C.HAP_STATUS_INTERNAL) + uint(C.HAP_STATUS_INTERNAL-CodeInternal)
+)
