@@ -116,7 +116,9 @@ function load() {
   if (loaded) return loaded;
   const koffi = requireKoffi();
   const tried = [];
+  const triedPaths = [];
   for (const candidate of candidates()) {
+    triedPaths.push(candidate.path);
     if (!fs.existsSync(candidate.path)) {
       tried.push(`${candidate.path} (${candidate.origin}): no such file`);
       continue;
@@ -158,7 +160,7 @@ function load() {
   throw new HapLoadError(
     `cannot load libhap; tried:\n  ${tried.join('\n  ')}\n` +
       'Set HAP_LIBRARY_PATH to the absolute path of libhap.so, or run `cargo build --release` at the hap repository root.',
-    tried.map((t) => t.slice(0, t.indexOf(' ('))),
+    triedPaths,
   );
 }
 
