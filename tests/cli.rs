@@ -1031,3 +1031,20 @@ fn doctor_names_the_holder_of_claude_codes_refresh_lock() {
         "{all:#?}"
     );
 }
+
+#[test]
+fn debug_log_of_a_refresh_never_shows_a_token() {
+    let server = FakeServer::start();
+    let home = tidy_home(-60_000);
+    let hap = Hap::new(&home, Some(&server));
+    let out = hap
+        .command(&["token"])
+        .env("HAP_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("hap["), "debug lines expected: {stderr}");
+    assert_no_secret("HAP_LOG=debug stderr", &stderr);
+    assert_eq!(server.posts(), 1);
+}
