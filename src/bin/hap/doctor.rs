@@ -29,8 +29,9 @@ const MS_EPOCH_FLOOR: i64 = 100_000_000_000;
 const CLOCK_FLOOR_MS: i64 = 1_704_067_200_000;
 /// Clock difference with the token endpoint worth a warning.
 const SKEW_WARN_MS: i64 = 5 * 60_000;
-/// Claude Code's refresh lock directory counts as stale past this (proper-lockfile).
-const STALE_LOCK_MS: i64 = 60_000;
+/// Claude Code's refresh lock directory counts as stale past this (proper-lockfile); a hap
+/// temp file this old belongs to no write in progress.
+const STALE_LOCK_MS: i64 = hap::lock::REFRESH_LOCK_STALE.as_millis() as i64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
