@@ -20,6 +20,7 @@ pub mod refresh;
 pub mod request;
 pub(crate) mod rng;
 pub mod secret;
+pub(crate) mod watch;
 
 pub mod ffi;
 

@@ -20,7 +20,7 @@ use crate::secret::{fingerprint, Secret};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What `hap_resolve_token` returns.
@@ -35,17 +35,35 @@ pub struct Token {
     pub refreshed: bool,
 }
 
+#[derive(serde::Serialize)]
+struct TokenJson<'a> {
+    access_token: &'a str,
+    credential_id: &'a str,
+    label: &'a str,
+    source: &'a str,
+    auth_type: &'a str,
+    expires_at_ms: Option<i64>,
+    refreshed: bool,
+}
+
 impl Token {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "access_token": self.access_token.expose(),
-            "credential_id": self.credential_id,
-            "label": self.label,
-            "source": self.source,
-            "auth_type": self.auth_type,
-            "expires_at_ms": self.expires_at_ms,
-            "refreshed": self.refreshed,
+    /// The result JSON of `hap_resolve_token`, serialized straight from borrowed fields
+    /// (no intermediate map: this runs on every hot resolve through the C ABI).
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(&TokenJson {
+            access_token: self.access_token.expose(),
+            credential_id: &self.credential_id,
+            label: &self.label,
+            source: &self.source,
+            auth_type: &self.auth_type,
+            expires_at_ms: self.expires_at_ms,
+            refreshed: self.refreshed,
         })
+        .expect("plain strings and numbers serialize")
+    }
+    /// The same document as a JSON value.
+    pub fn to_json(&self) -> Value {
+        serde_json::from_str(&self.to_json_string()).expect("just serialized")
     }
 }
 
@@ -97,20 +115,26 @@ pub(crate) struct View {
     pub creds_pair: Option<TokenPair>,
     /// Picks this handle made per row, for `least_used` without a write per pick.
     picks: HashMap<String, u64>,
-    /// Fingerprint of the access token last handed out per row: a reported failure is
-    /// about that token, even if the store has moved on since.
-    served: HashMap<String, String>,
+    /// The access token last handed out per row: a reported failure is about that
+    /// token, even if the store has moved on since.
+    served: HashMap<String, Secret>,
     /// Refresh back-off per grant (epoch ms), cached from the journal so a resolve during
     /// a back-off does not take a lock just to learn it must not POST.
     pub backoff_until: HashMap<String, i64>,
 }
 
 impl View {
+    /// Counts the pick and remembers the token; allocates only when either is new.
     fn note_served(&mut self, t: &Token) {
-        *self.picks.entry(t.credential_id.clone()).or_default() += 1;
-        let fp = t.access_token.fingerprint();
-        if self.served.get(&t.credential_id) != Some(&fp) {
-            self.served.insert(t.credential_id.clone(), fp);
+        match self.picks.get_mut(&t.credential_id) {
+            Some(n) => *n += 1,
+            None => {
+                self.picks.insert(t.credential_id.clone(), 1);
+            }
+        }
+        if self.served.get(&t.credential_id) != Some(&t.access_token) {
+            self.served
+                .insert(t.credential_id.clone(), t.access_token.clone());
         }
     }
 }
@@ -124,6 +148,7 @@ pub struct Pool {
     pub(crate) flights: Flights,
     pub(crate) counters: Counters,
     rr_cursor: AtomicUsize,
+    watch: OnceLock<crate::watch::StoreWatch>,
 }
 
 /// The token a row serves, from whichever store is its authority.
@@ -138,19 +163,52 @@ pub(crate) fn pair_for(row: &Row, creds_pair: Option<&TokenPair>) -> Option<Toke
     }
 }
 
+/// Whether the row has a token to serve, without copying it.
+fn has_token(row: &Row, creds_present: bool) -> bool {
+    match row.kind() {
+        Kind::Borrowed => creds_present,
+        Kind::Owned | Kind::Foreign => row.access_token.is_some(),
+    }
+}
+
+/// The row's access token and expiry, borrowed: the hot path copies only what it returns.
+fn token_ref<'a>(
+    row: &'a Row,
+    creds_pair: Option<&'a TokenPair>,
+) -> Option<(&'a Secret, Option<i64>)> {
+    match row.kind() {
+        Kind::Borrowed => creds_pair.map(|p| (&p.access, p.expires_at_ms)),
+        Kind::Owned | Kind::Foreign => row.access_token.as_ref().map(|a| (a, row.expires_at_ms)),
+    }
+}
+
 /// Usable for at least `min_validity_ms` more, and not the token a caller saw refused.
 pub(crate) fn is_fresh(row: &Row, pair: &TokenPair, min_validity_ms: u64, now: i64) -> bool {
-    let long_enough = match pair.expires_at_ms {
+    fresh_parts(row, &pair.access, pair.expires_at_ms, min_validity_ms, now)
+}
+
+fn fresh_parts(
+    row: &Row,
+    access: &Secret,
+    expires_at_ms: Option<i64>,
+    min_validity_ms: u64,
+    now: i64,
+) -> bool {
+    let long_enough = match expires_at_ms {
         None => true,
         Some(at) => at - now > min_validity_ms as i64,
     };
-    long_enough && !is_rejected(row, pair)
+    long_enough && !is_rejected_token(row, access)
 }
 
 pub(crate) fn is_rejected(row: &Row, pair: &TokenPair) -> bool {
+    is_rejected_token(row, &pair.access)
+}
+
+fn is_rejected_token(row: &Row, access: &Secret) -> bool {
     row.rejected_fingerprint
         .as_deref()
-        .is_some_and(|fp| fp == pair.access.fingerprint())
+        .is_some_and(|fp| fp == access.fingerprint())
 }
 
 fn not_expired(pair: &TokenPair, now: i64) -> bool {
@@ -209,9 +267,10 @@ impl Pool {
             flights: Flights::default(),
             counters: Counters::default(),
             rr_cursor: AtomicUsize::new(0),
+            watch: OnceLock::new(),
             cfg,
         };
-        drop(pool.current(false)?);
+        drop(pool.current(false, false)?);
         Ok(pool)
     }
 
@@ -251,7 +310,18 @@ impl Pool {
 
     /// The current view: stat both stores, re-read what changed, and (with `sync`) bring
     /// the pool file in line with the credentials file. Returns the locked view.
-    pub(crate) fn current(&self, sync: bool) -> Result<MutexGuard<'_, View>> {
+    /// With `trust_watch`, a quiet store watch stands in for the two `stat` calls (see
+    /// `watch.rs` for why that is safe only for serving a still-valid token).
+    pub(crate) fn current(&self, sync: bool, trust_watch: bool) -> Result<MutexGuard<'_, View>> {
+        if let Some(w) = self.watch.get() {
+            if trust_watch && w.unchanged() {
+                let v = self.lock_view();
+                if v.pool_known && v.creds_known && !(sync && v.unsynced) {
+                    return Ok(v);
+                }
+            }
+            w.begin_look();
+        }
         let pool_stamp = match &self.pool_file {
             Some(p) => p.stamp()?,
             None => None,
@@ -281,9 +351,29 @@ impl Pool {
         Ok(self.lock_view())
     }
 
+    /// Starts the store watch if it is not running. Lazily, and again after each write: a
+    /// directory that does not exist yet (no pool file before the first write) cannot be
+    /// watched, and stat serves until it can.
+    fn ensure_watch(&self) {
+        if self.watch.get().is_some() {
+            return;
+        }
+        let files: Vec<&std::path::Path> = [
+            self.pool_file.as_ref().map(|p| p.path()),
+            self.creds.as_ref().map(|c| c.path()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Some(w) = crate::watch::StoreWatch::start(&files) {
+            let _ = self.watch.set(w);
+        }
+    }
+
     /// Re-reads both stores (outside the view mutex) and installs what it read.
     fn reload(&self) -> Result<()> {
         bump(&self.counters.store_reads);
+        self.ensure_watch();
         let pool_read = match &self.pool_file {
             Some(p) => Some(p.read()?),
             None => None,
@@ -387,6 +477,7 @@ impl Pool {
                     None => None,
                 };
                 let (read, out) = pf.update(lock, |rows| change(rows, creds_pair.as_ref()))?;
+                self.ensure_watch();
                 let mut v = self.lock_view();
                 v.pool_known = true;
                 v.pool_stamp = read.stamp;
@@ -408,7 +499,8 @@ impl Pool {
     /// Indices of selectable rows in the order the strategy wants them tried, and the
     /// earliest instant a cooling row comes back.
     fn candidates(&self, v: &mut View, only: Option<&str>) -> Result<(Vec<usize>, Option<i64>)> {
-        let has_token = |r: &Row| pair_for(r, v.creds_pair.as_ref()).is_some();
+        let creds_present = v.creds_pair.is_some();
+        let has_token = |r: &Row| has_token(r, creds_present);
         if let Some(id) = only {
             if !v.rows.iter().any(|r| r.id == id) {
                 return Err(Error::new(
@@ -479,22 +571,44 @@ impl Pool {
     pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
         bump(&self.counters.resolves);
         let min_validity = req.min_validity_ms.unwrap_or(self.cfg.refresh_skew_ms);
-        let (order, next_at) = {
-            let mut v = self.current(true)?;
-            let (order, next_at) = self.candidates(&mut v, req.credential_id.as_deref())?;
-            // The common case, answered without leaving the mutex.
+        // The common case is answered from the cache without leaving the mutex. A quiet
+        // store watch may vouch for the cache only when it yields a valid token; any other
+        // answer is decided on a view checked with stat.
+        let mut trust_watch = true;
+        let (order, next_at) = loop {
+            let mut v = self.current(true, trust_watch)?;
+            let picked = self.candidates(&mut v, req.credential_id.as_deref());
+            let (order, next_at) = match picked {
+                Ok(c) => c,
+                Err(_) if trust_watch => {
+                    trust_watch = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(&i) = order.first() {
                 let row = &v.rows[i];
-                if let Some(pair) = pair_for(row, v.creds_pair.as_ref()) {
-                    if !req.force_refresh && is_fresh(row, &pair, min_validity, now_ms()) {
+                if let Some((access, expires_at_ms)) = token_ref(row, v.creds_pair.as_ref()) {
+                    if !req.force_refresh
+                        && fresh_parts(row, access, expires_at_ms, min_validity, now_ms())
+                    {
+                        let pair = TokenPair {
+                            access: access.clone(),
+                            refresh: None,
+                            expires_at_ms,
+                        };
                         let token = Self::token_of(row, pair, false);
                         v.note_served(&token);
                         return Ok(token);
                     }
                 }
             }
+            if trust_watch {
+                trust_watch = false;
+                continue;
+            }
             let ids: Vec<String> = order.iter().map(|&i| v.rows[i].id.clone()).collect();
-            (ids, next_at)
+            break (ids, next_at);
         };
         let mut first_err: Option<Error> = None;
         for id in order {
@@ -521,7 +635,7 @@ impl Pool {
     /// One row that needs more than a cached answer: serve it, or refresh it.
     fn resolve_row(&self, id: &str, min_validity: u64, force: bool) -> Result<Token> {
         let (row, pair) = {
-            let v = self.current(true)?;
+            let v = self.current(true, false)?;
             let row = v.rows.iter().find(|r| r.id == id).cloned().ok_or_else(|| {
                 Error::new(Status::NoCredential, "the credential vanished").with_credential(id)
             })?;
@@ -566,7 +680,7 @@ impl Pool {
     /// SPEC §2: what a caller saw when it used a token.
     pub fn report_failure(&self, f: &Failure) -> Result<FailureOutcome> {
         let (row, served) = {
-            let v = self.current(true)?;
+            let v = self.current(true, false)?;
             let row = v
                 .rows
                 .iter()
@@ -580,7 +694,7 @@ impl Pool {
                     .with_credential(&f.credential_id)
                 })?;
             let served =
-                v.served.get(&row.id).cloned().or_else(|| {
+                v.served.get(&row.id).map(Secret::fingerprint).or_else(|| {
                     pair_for(&row, v.creds_pair.as_ref()).map(|p| p.access.fingerprint())
                 });
             (row, served)
@@ -697,7 +811,7 @@ impl Pool {
 
     /// A snapshot with no side effects and no secrets.
     pub fn status(&self) -> Result<Value> {
-        let v = self.current(false)?;
+        let v = self.current(false, false)?;
         let live = v
             .rows
             .iter()

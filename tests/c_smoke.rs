@@ -8,14 +8,36 @@ use std::process::Command;
 
 #[test]
 fn c_program_under_sanitizers() {
-    let lib_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(lib_dir.join("libhap.so").exists(), "{} has no libhap.so", lib_dir.display());
+    let lib_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(
+        lib_dir.join("libhap.so").exists(),
+        "{} has no libhap.so",
+        lib_dir.display()
+    );
     let out = tempfile::tempdir().unwrap();
     let exe = out.path().join("smoke");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
-        .args(["-std=c11", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
-        .args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"])
+        .args([
+            "-std=c11",
+            "-D_DEFAULT_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-g",
+            "-O1",
+        ])
+        .args([
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ])
         .arg(format!("-I{}", repo().join("include").display()))
         .arg(repo().join("tests/c/smoke.c"))
         .arg(format!("-L{}", lib_dir.display()))
@@ -25,7 +47,10 @@ fn c_program_under_sanitizers() {
         .arg(&exe)
         .status()
         .expect("a C compiler");
-    assert!(status.success(), "the C smoke test does not compile cleanly");
+    assert!(
+        status.success(),
+        "the C smoke test does not compile cleanly"
+    );
 
     let s = FakeServer::start();
     let home = tempfile::tempdir().unwrap();
@@ -33,12 +58,19 @@ fn c_program_under_sanitizers() {
         .arg(s.token_url())
         .arg(home.path())
         // Leak checking covers hap's allocations too: every string handed out is freed.
-        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:abort_on_error=0:exitcode=23",
+        )
         .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "C smoke test failed ({:?}):\n{stderr}", run.status);
+    assert!(
+        run.status.success(),
+        "C smoke test failed ({:?}):\n{stderr}",
+        run.status
+    );
     assert!(String::from_utf8_lossy(&run.stdout).contains("all checks passed"));
     assert_eq!(s.posts(), 1);
 }

@@ -523,3 +523,40 @@ fn cooldown_honours_reset_at_and_spreads_over_the_pool() {
     assert_eq!(st["credentials"][0]["available"], false);
     assert_eq!(st["credentials"][0]["available_at_ms"], reset * 1000);
 }
+
+#[test]
+fn hot_path_notices_a_sibling_rotation_without_stat() {
+    // A valid token is cached; another process replaces it with a different valid one.
+    // The cached view must give way (through the store watch) within moments.
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() + HOUR);
+    let pool = h.open(&s, "");
+    assert_eq!(resolve(&pool).unwrap().access_token.expose(), A1);
+    h.write_creds(A2, R2, now_ms() + HOUR);
+    let t0 = Instant::now();
+    loop {
+        if resolve(&pool).unwrap().access_token.expose() == A2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the rotation was never noticed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Unchanged files: a thousand resolves read nothing.
+    let reads = pool.status().unwrap()["counters"]["store_reads"]
+        .as_u64()
+        .unwrap();
+    for _ in 0..1000 {
+        resolve(&pool).unwrap();
+    }
+    assert_eq!(
+        pool.status().unwrap()["counters"]["store_reads"]
+            .as_u64()
+            .unwrap(),
+        reads
+    );
+    assert_eq!(s.posts(), 0);
+}

@@ -114,8 +114,8 @@ pub unsafe extern "C" fn hap_resolve_token(
         let h = handle.ok_or_else(|| Error::invalid("pool is NULL"))?;
         let req = ResolveRequest::from_json(opt_str(request_json, "request_json")?)?;
         let token = h.pool.resolve(&req)?;
-        let json = zeroize::Zeroizing::new(token.to_json().to_string());
-        Ok(Some(json.as_str().to_owned()))
+        // The String moves into the C string without a copy; hap_free zeroes it.
+        Ok(Some(token.to_json_string()))
     })
 }
 
