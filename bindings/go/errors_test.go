@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -106,15 +104,7 @@ func TestStatusesMapToErrors(t *testing.T) {
 	t.Run("lock timeout", func(t *testing.T) {
 		e := newEnv(t, srv)
 		e.writeCreds(t, expired())
-		// Hold the credentials file's lock as another process (Hermes) would.
-		f, err := os.OpenFile(filepath.Join(filepath.Dir(e.credsPath), ".credentials.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			t.Fatal(err)
-		}
+		defer holdCredentialsLock(t, e)()
 		cfg := e.config()
 		cfg.LockTimeout = 300 * time.Millisecond
 		checkStatus(t, openAndResolve(t, cfg), hap.CodeLockTimeout)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,4 +226,18 @@ func fmtS(format string, v any) string {
 		return fmt.Sprint(v)
 	}
 	return fmt.Sprintf(format, v)
+}
+
+// holdCredentialsLock takes the credentials file's flock as another process
+// (Hermes) would, until the returned function runs.
+func holdCredentialsLock(t testing.TB, e *env) func() {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(e.credsPath), ".credentials.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return func() { f.Close() }
 }

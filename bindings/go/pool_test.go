@@ -233,6 +233,49 @@ func TestCloseWhileCalling(t *testing.T) {
 	}
 }
 
+// Close issued while a call is blocked inside libhap (waiting for a lock that
+// another process holds) waits for that call instead of freeing the handle
+// under it.
+func TestCloseWaitsForBlockedCall(t *testing.T) {
+	e := newEnv(t, nil)
+	e.writeCreds(t, expired())
+	unlock := holdCredentialsLock(t, e)
+	defer unlock()
+	cfg := e.config()
+	cfg.LockTimeout = 600 * time.Millisecond
+	p, err := hap.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	resolved := make(chan error, 1)
+	go func() {
+		_, err := p.ResolveToken(hap.ResolveOptions{})
+		resolved <- err
+	}()
+	time.Sleep(150 * time.Millisecond) // the resolve is now waiting for the lock
+	closeStart := time.Now()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The resolve gives up at LockTimeout (600 ms after it began); a Close
+	// that did not wait for it would return at once.
+	if waited := time.Since(closeStart); waited < 300*time.Millisecond {
+		t.Fatalf("Close returned after %v, while the resolve was still blocked", waited)
+	}
+	select {
+	case err := <-resolved:
+		if !errors.Is(err, hap.ErrLockTimeout) {
+			t.Fatalf("blocked resolve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocked resolve never returned")
+	}
+	if _, err := p.ResolveToken(hap.ResolveOptions{}); !errors.Is(err, hap.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
 func TestReportFailureBenchesUntilAvailable(t *testing.T) {
 	srv := startServer(t)
 	e := newEnv(t, srv)
@@ -269,6 +312,13 @@ func TestReportFailureBenchesUntilAvailable(t *testing.T) {
 		t.Fatalf("resolve while benched: %v", err)
 	}
 	noSecret(t, "error", err.Error())
+
+	// The optional keys go out in the types the library expects.
+	res, err = p.ReportFailure(hap.Failure{CredentialID: tok.CredentialID, StatusCode: 529,
+		Reason: "overloaded_error", Message: "Overloaded", RetryAfter: 90 * time.Second})
+	if err != nil || res.LastStatus != hap.StateExhausted {
+		t.Fatalf("ReportFailure with RetryAfter: %+v, %v", res, err)
+	}
 }
 
 func TestConfigJSON(t *testing.T) {

@@ -26,10 +26,15 @@ func HeaderABIVersion() (major, minor uint16) {
 func CheckABI() error { return abiCheck() }
 
 var abiCheck = sync.OnceValue(func() error {
-	lib := libABIVersion()
-	if lib>>16 == headerABIVersion>>16 && lib&0xffff >= headerABIVersion&0xffff {
+	return compatible(libABIVersion(), headerABIVersion, libVersion())
+})
+
+// compatible is the rule of ABI.md: adding is a minor change, removing or
+// re-meaning is a major one.
+func compatible(lib, header uint32, libName string) error {
+	if lib>>16 == header>>16 && lib&0xffff >= header&0xffff {
 		return nil
 	}
 	return fmt.Errorf("%w: the loaded libhap (%q) speaks ABI %d.%d, this Go package was built against hap.h ABI %d.%d; rebuild libhap or relink (see CGO_LDFLAGS in the README)",
-		ErrIncompatibleLibrary, libVersion(), lib>>16, lib&0xffff, headerABIVersion>>16, headerABIVersion&0xffff)
-})
+		ErrIncompatibleLibrary, libName, lib>>16, lib&0xffff, header>>16, header&0xffff)
+}
