@@ -6,11 +6,13 @@
 //	if err != nil { ... }
 //	defer pool.Close()
 //	tok, err := pool.ResolveToken(hap.ResolveOptions{})
-//	switch {
-//	case errors.Is(err, hap.ErrReauthRequired): // a person must log in again
-//	case errors.Is(err, hap.ErrNoCredential), errors.Is(err, hap.ErrUnavailable):
+//	if err != nil {
 //		var he *hap.Error
-//		if errors.As(err, &he) { retryAt := he.RetryAt; _ = retryAt }
+//		switch {
+//		case errors.Is(err, hap.ErrReauthRequired): // a person must log in again
+//		case errors.As(err, &he) && !he.RetryAt.IsZero(): // come back at he.RetryAt
+//		}
+//		return err
 //	}
 //	req.Header.Set("Authorization", "Bearer "+tok.AccessToken())
 //
