@@ -149,7 +149,25 @@ impl Journal {
             None => Ok(JournalDoc::default()),
             Some((bytes, _)) => {
                 let bytes = zeroize::Zeroizing::new(bytes);
-                serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&self.path, e))
+                match serde_json::from_slice(&bytes) {
+                    Ok(doc) => Ok(doc),
+                    Err(e) => {
+                        // hap's own file, written only by atomic replace: unparseable means
+                        // someone else wrote it. Refusing to refresh over it would lock the
+                        // user out, so set it aside byte-for-byte and start a new one.
+                        let aside = self
+                            .path
+                            .with_extension(format!("corrupt-{}", crate::clock::now_ms()));
+                        std::fs::rename(&self.path, &aside)
+                            .map_err(|_| Error::corrupt(&self.path, &e))?;
+                        crate::log::debug(format_args!(
+                            "journal {} unparseable ({e}); moved to {}",
+                            self.path.display(),
+                            aside.display()
+                        ));
+                        Ok(JournalDoc::default())
+                    }
+                }
             }
         }
     }

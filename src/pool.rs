@@ -472,8 +472,11 @@ impl Pool {
                         &own
                     }
                 };
+                // The credentials pair only informs the change (seeding, lifting a bench);
+                // an unreadable credentials file must not block a pool write, which may be
+                // the write-back of a refreshed owned row.
                 let creds_pair = match &self.creds {
-                    Some(c) => c.read()?.and_then(|r| r.pair),
+                    Some(c) => c.read().ok().flatten().and_then(|r| r.pair),
                     None => None,
                 };
                 let (read, out) = pf.update(lock, |rows| change(rows, creds_pair.as_ref()))?;

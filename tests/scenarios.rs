@@ -560,3 +560,23 @@ fn hot_path_notices_a_sibling_rotation_without_stat() {
     );
     assert_eq!(s.posts(), 0);
 }
+
+#[test]
+fn unparseable_journal_is_set_aside_not_a_lockout() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() - 1000);
+    let journal = h
+        .creds_path()
+        .with_file_name(".credentials.hap-journal.json");
+    std::fs::write(&journal, b"{torn").unwrap();
+    let t = resolve(&h.open(&s, "")).unwrap();
+    assert!(t.refreshed);
+    let aside: Vec<_> = std::fs::read_dir(journal.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".hap-journal.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "kept byte-for-byte beside the new journal");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), b"{torn");
+}
