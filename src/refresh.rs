@@ -232,14 +232,6 @@ impl Pool {
         }
     }
 
-    /// Steps 3, 6: the authority's current pair, and writing a new one.
-    fn read_pair(&self, a: &Authority, row: &Row) -> Result<Option<TokenPair>> {
-        match a {
-            Authority::Credentials => self.read_authority_pair(row),
-            Authority::PoolRow(_) => self.read_authority_pair(row),
-        }
-    }
-
     /// Writes the new pair to the authority and marks the row fresh, in the pool file too.
     fn commit_pair(
         &self,
@@ -313,7 +305,7 @@ impl Pool {
         let held = self.take_locks(a)?;
 
         // Step 3: re-read and adopt a sibling's rotation.
-        let current = self.read_pair(a, row)?.ok_or_else(|| {
+        let current = self.read_authority_pair(row)?.ok_or_else(|| {
             Error::new(
                 Status::ReauthRequired,
                 "the login is gone from its store: log in again",
@@ -486,14 +478,13 @@ impl Pool {
         ));
         let watch_until = Instant::now() + INVALID_GRANT_WATCH;
         loop {
-            if let Some(now_pair) = self.read_pair(a, row)? {
+            if let Some(now_pair) = self.read_authority_pair(row)? {
                 if now_pair.refresh != spent.refresh {
                     self.invalidate();
                     if is_fresh(row, &now_pair, min_validity, now_ms()) {
                         self.counters
                             .refresh_adopted
                             .fetch_add(1, Ordering::Relaxed);
-                        self.mark_fresh_in_memory(row);
                         return Ok(Outcome {
                             pair: now_pair,
                             refreshed: false,
@@ -519,7 +510,7 @@ impl Pool {
             std::thread::sleep(WATCH_POLL);
         }
         let dead_fp = self
-            .read_pair(a, row)
+            .read_authority_pair(row)
             .ok()
             .flatten()
             .map(|p| p.access.fingerprint());
@@ -546,11 +537,6 @@ impl Pool {
             format!("the token endpoint rejected the grant ({code}): log in again"),
         )
         .with_credential(&row.id))
-    }
-
-    /// A sibling's pair was adopted: nothing to write, the next look re-reads.
-    fn mark_fresh_in_memory(&self, _row: &Row) {
-        self.invalidate();
     }
 }
 

@@ -580,3 +580,49 @@ fn unparseable_journal_is_set_aside_not_a_lockout() {
     assert_eq!(aside.len(), 1, "kept byte-for-byte beside the new journal");
     assert_eq!(std::fs::read(&aside[0]).unwrap(), b"{torn");
 }
+
+#[test]
+fn strategies_pick_as_named() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    let row = |id: &str, prio: i64, used: u64| {
+        json!({"id": id, "label": id, "auth_type": "oauth", "priority": prio,
+        "source": "manual", "access_token": format!("sk-ant-oat01-fake-{id}"), "refresh_token": "sk-ant-ort01-fake-x",
+        "expires_at_ms": now_ms() + HOUR, "request_count": used})
+    };
+    write_json(
+        &h.pool_path(""),
+        &json!({"credential_pool": {"anthropic": [row("cccccc", 2, 0), row("aaaaaa", 0, 10), row("bbbbbb", 1, 5)]}}),
+    );
+    let picks = |strategy: &str, n: usize| -> Vec<String> {
+        let pool = open_with(
+            json!({"pool_path": h.pool_path(""), "credentials_path": null,
+            "token_urls": [s.token_url()], "strategy": strategy}),
+        );
+        (0..n)
+            .map(|_| resolve(&pool).unwrap().credential_id)
+            .collect()
+    };
+    assert!(picks("fill_first", 5).iter().all(|id| id == "aaaaaa"));
+    let rr = picks("round_robin", 6);
+    assert_eq!(
+        rr[..3]
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        3,
+        "{rr:?}"
+    );
+    assert_eq!(rr[..3], rr[3..]);
+    // least_used: c (0 uses) first, until it catches up with b (5), then they alternate.
+    let lu = picks("least_used", 12);
+    assert!(lu[..5].iter().all(|id| id == "cccccc"), "{lu:?}");
+    assert_eq!(lu.iter().filter(|id| *id == "aaaaaa").count(), 0, "{lu:?}");
+    let rnd = picks("random", 300);
+    for id in ["aaaaaa", "bbbbbb", "cccccc"] {
+        assert!(rnd.iter().filter(|x| *x == id).count() > 30, "{id} {rnd:?}");
+    }
+    assert_eq!(s.posts(), 0);
+    let text = std::fs::read_to_string(h.pool_path("")).unwrap();
+    assert!(text.contains("\"request_count\": 10"), "no write per pick");
+}

@@ -1,7 +1,7 @@
 //! The nine exported functions of ABI 0.1. Names, signatures and statuses are fixed by
 //! ABI.md; keep this file and that page in step.
 
-use super::{boundary, hap_pool, hap_status, into_handle, opt_str, put};
+use super::{boundary, hap_pool, hap_status, into_handle, opt_str};
 use crate::error::{Error, Status};
 use crate::pool::Pool;
 use crate::request::{Failure, ResolveRequest};
@@ -178,10 +178,4 @@ pub unsafe extern "C" fn hap_free(s: *mut c_char) {
         let mut bytes = CString::from_raw(s).into_bytes_with_nul();
         zeroize::Zeroize::zeroize(&mut bytes);
     }
-}
-
-// Keeps `put` referenced for builds that compile the boundary without every export.
-#[allow(dead_code)]
-unsafe fn _unused(out: *mut *mut c_char) {
-    put(out, String::new());
 }
