@@ -33,9 +33,17 @@ def sha16(token):
 class FakeServer:
     def __init__(self, expires_in=3600):
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "testing/fake_token_server.py"),
-             "--exit-on-stdin-eof", "--expires-in", str(expires_in)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                os.path.join(REPO, "testing/fake_token_server.py"),
+                "--exit-on-stdin-eof",
+                "--expires-in",
+                str(expires_in),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.base = self.proc.stdout.readline().strip()
         if not self.base.startswith("http"):
             raise RuntimeError("the fake token server did not start")
@@ -43,8 +51,7 @@ class FakeServer:
 
     def admin(self, path, body=None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data,
-                                     method="GET" if body is None else "POST")
+        req = urllib.request.Request(self.base + path, data=data, method="GET" if body is None else "POST")
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.load(r)
 
@@ -53,10 +60,15 @@ class FakeServer:
 
     def post_refresh(self, refresh_token, user_agent, client_id="9d1c250a-e61b-44d9-88ed-5944d1962f5e"):
         """A refresh POST as another program would send it: (status, body)."""
-        body = json.dumps({"grant_type": "refresh_token", "refresh_token": refresh_token,
-                           "client_id": client_id}).encode()
-        req = urllib.request.Request(self.token_url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": user_agent})
+        body = json.dumps(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
+        ).encode()
+        req = urllib.request.Request(
+            self.token_url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": user_agent},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, json.load(r)
@@ -70,7 +82,7 @@ class FakeServer:
         try:
             self.proc.stdin.close()
             self.proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.proc.kill()
 
 
@@ -97,8 +109,14 @@ def write_json_atomic(path, doc, mode=0o600):
 
 
 def creds_doc(access, refresh, expires_at_ms):
-    doc = {"claudeAiOauth": {"accessToken": access, "refreshToken": refresh,
-                             "expiresAt": expires_at_ms, "scopes": ["user:inference"]}}
+    doc = {
+        "claudeAiOauth": {
+            "accessToken": access,
+            "refreshToken": refresh,
+            "expiresAt": expires_at_ms,
+            "scopes": ["user:inference"],
+        }
+    }
     for path, value in CREDS_UNKNOWN.items():
         d = doc
         for k in path[:-1]:
@@ -112,37 +130,59 @@ def write_creds(path, access, refresh, expires_at_ms):
     write_json_atomic(path, creds_doc(access, refresh, expires_at_ms))
 
 
-def pool_unknown(tag):
+def pool_unknown(tag, manual=True):
     """(path, value) of every unknown key seeded into pool file `tag`. Path elements are keys,
     or ("row", id) to step into credential_pool.anthropic's row with that id."""
-    return {
+    d = {
         ("xStressTop",): {"deep": {"deeper": [1, 2]}, "tag": tag},
         ("providers",): {"nous": {"x": 1}},
         ("active_provider",): "anthropic",
         ("credential_pool", "openrouter"): [{"id": "or1", "api_key": "not-a-key", "x": 1}],
         ("credential_pool", "xStressPoolKey"): {"keep": 1},
         ("credential_pool", "anthropic", ("row", f"cc{tag}"), "xStressRow"): {"keep": "cc"},
-        ("credential_pool", "anthropic", ("row", f"m{tag}"), "xStressRow"): {"keep": [1, 2]},
     }
+    if manual:
+        d[("credential_pool", "anthropic", ("row", f"m{tag}"), "xStressRow")] = {"keep": [1, 2]}
+    return d
 
 
 def pool_doc(tag, manual_refresh=None, manual_access=None, expires_at_ms=None):
     """A Hermes auth.json with a pre-seeded claude_code row and (optionally) a manual row that
     owns its tokens, both carrying unknown keys."""
-    rows = [{"id": f"cc{tag}", "label": "claude_code", "auth_type": "oauth", "priority": 0,
-             "source": "claude_code", "xStressRow": {"keep": "cc"}}]
+    rows = [
+        {
+            "id": f"cc{tag}",
+            "label": "claude_code",
+            "auth_type": "oauth",
+            "priority": 0,
+            "source": "claude_code",
+            "xStressRow": {"keep": "cc"},
+        }
+    ]
     if manual_refresh:
-        rows.append({"id": f"m{tag}", "label": f"manual-{tag}", "auth_type": "oauth",
-                     "priority": 1, "source": "manual", "access_token": manual_access,
-                     "refresh_token": manual_refresh, "expires_at_ms": expires_at_ms,
-                     "request_count": 0, "xStressRow": {"keep": [1, 2]}})
+        rows.append(
+            {
+                "id": f"m{tag}",
+                "label": f"manual-{tag}",
+                "auth_type": "oauth",
+                "priority": 1,
+                "source": "manual",
+                "access_token": manual_access,
+                "refresh_token": manual_refresh,
+                "expires_at_ms": expires_at_ms,
+                "request_count": 0,
+                "xStressRow": {"keep": [1, 2]},
+            }
+        )
     return {
         "version": 1,
         "providers": {"nous": {"x": 1}},
         "active_provider": "anthropic",
-        "credential_pool": {"anthropic": rows,
-                            "openrouter": [{"id": "or1", "api_key": "not-a-key", "x": 1}],
-                            "xStressPoolKey": {"keep": 1}},
+        "credential_pool": {
+            "anthropic": rows,
+            "openrouter": [{"id": "or1", "api_key": "not-a-key", "x": 1}],
+            "xStressPoolKey": {"keep": 1},
+        },
         "updated_at": "2026-01-01T00:00:00Z",
         "xStressTop": {"deep": {"deeper": [1, 2]}, "tag": tag},
     }
@@ -198,12 +238,15 @@ def journal_path(store):
 
 # -- workers --------------------------------------------------------------------------------
 
+
 def worker_cmds():
     """lang -> (argv, extra env) for the looping workers that are built."""
     cmds = {
         "c": ([os.path.join(BUILD, "c-worker"), "loop"], {}),
-        "python": ([sys.executable, os.path.join(STRESS, "workers/worker.py")],
-                   {"PYTHONPATH": os.path.join(REPO, "bindings/python")}),
+        "python": (
+            [sys.executable, os.path.join(STRESS, "workers/worker.py")],
+            {"PYTHONPATH": os.path.join(REPO, "bindings/python")},
+        ),
         "node": (["node", os.path.join(STRESS, "workers/worker.js")], {}),
         "go": ([os.path.join(BUILD, "go-worker")], {}),
     }
@@ -217,18 +260,21 @@ def worker_cmds():
     return have
 
 
-def start_worker(lang, cmds, config, until_ms=None, start_at_ms=None, min_validity_ms=None,
-                 pause_ms=None, extra_env=None):
+def start_worker(
+    lang, cmds, config, until_ms=None, start_at_ms=None, min_validity_ms=None, pause_ms=None, extra_env=None
+):
     argv, extra = cmds[lang]
     env = dict(os.environ, HAP_LIBRARY_PATH=LIB, HAP_STRESS_CONFIG=json.dumps(config), **extra)
-    for k, v in (("HAP_STRESS_UNTIL_MS", until_ms), ("HAP_STRESS_START_AT_MS", start_at_ms),
-                 ("HAP_STRESS_MIN_VALIDITY_MS", min_validity_ms),
-                 ("HAP_STRESS_PAUSE_MS", pause_ms)):
+    for k, v in (
+        ("HAP_STRESS_UNTIL_MS", until_ms),
+        ("HAP_STRESS_START_AT_MS", start_at_ms),
+        ("HAP_STRESS_MIN_VALIDITY_MS", min_validity_ms),
+        ("HAP_STRESS_PAUSE_MS", pause_ms),
+    ):
         if v is not None:
             env[k] = str(v)
     env.update(extra_env or {})
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def summary_of(proc, timeout):
@@ -238,12 +284,15 @@ def summary_of(proc, timeout):
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        return {"calls": 1, "ok": 0, "errors": {"DRIVER_TIMEOUT": 1},
-                "messages": [f"no exit in {timeout}s"]}
+        return {"calls": 1, "ok": 0, "errors": {"DRIVER_TIMEOUT": 1}, "messages": [f"no exit in {timeout}s"]}
     for line in reversed((out or "").strip().splitlines()):
         try:
             return json.loads(line)
         except ValueError:
             continue
-    return {"calls": 1, "ok": 0, "errors": {f"NO_SUMMARY(rc={proc.returncode})": 1},
-            "messages": [(err or "").strip()[-240:]]}
+    return {
+        "calls": 1,
+        "ok": 0,
+        "errors": {f"NO_SUMMARY(rc={proc.returncode})": 1},
+        "messages": [(err or "").strip()[-240:]],
+    }

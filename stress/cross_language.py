@@ -24,7 +24,6 @@ is missed; the last lines are a plain summary.
 """
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -35,8 +34,8 @@ import time
 from collections import Counter, defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import now_ms, sha16  # noqa: E402
+import common
+from common import now_ms, sha16
 
 WRITER_UA = "claude-cli/0.2.9 (stress outside writer, no lock)"
 STRATEGIES = ["fill_first", "round_robin", "fill_first", "least_used"]
@@ -131,8 +130,11 @@ def analyse_log(log):
     spent_by = {}
     replayed = set()
     for e in log:
-        who = "hap" if (e.get("user_agent") or "").startswith("hap/") else (
-            "writer" if e.get("user_agent") == WRITER_UA else "other")
+        who = (
+            "hap"
+            if (e.get("user_agent") or "").startswith("hap/")
+            else ("writer" if e.get("user_agent") == WRITER_UA else "other")
+        )
         h, st = e.get("refresh_token_sha256"), e.get("status")
         a[f"{who}_posts"] += 1
         if st == 200:
@@ -167,14 +169,22 @@ def main():
     ap.add_argument("--pools", type=int, help="profile pool files")
     ap.add_argument("--duration", type=float, help="seconds of resolving")
     ap.add_argument("--expires-in", type=int, default=4, help="server expires_in, seconds")
-    ap.add_argument("--writer-every", type=float, nargs=2, metavar=("MIN", "MAX"),
-                    help="seconds between outside-writer rotations")
+    ap.add_argument(
+        "--writer-every",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="seconds between outside-writer rotations",
+    )
     ap.add_argument("--pause-ms", type=int, default=25, help="mean pause between resolves")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = ap.parse_args()
-    preset = dict(procs=32, pools=6, duration=300, writer_every=(4.0, 12.0)) if args.long else \
-        dict(procs=24, pools=4, duration=45, writer_every=(4.0, 9.0))
+    preset = (
+        dict(procs=32, pools=6, duration=300, writer_every=(4.0, 12.0))
+        if args.long
+        else dict(procs=24, pools=4, duration=45, writer_every=(4.0, 9.0))
+    )
     for k, v in preset.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -186,8 +196,10 @@ def main():
         print("no worker is built: run stress/build.sh", file=sys.stderr)
         return 2
     langs = sorted(cmds)
-    print(f"cross-language stress: {args.procs} processes ({', '.join(langs)}), "
-          f"{args.pools} pool files, {args.duration:.0f}s, expires_in={args.expires_in}s, seed={seed}")
+    print(
+        f"cross-language stress: {args.procs} processes ({', '.join(langs)}), "
+        f"{args.pools} pool files, {args.duration:.0f}s, expires_in={args.expires_in}s, seed={seed}"
+    )
     if len(langs) < 4:
         print(f"  WARNING: only {langs} are built (stress/build.sh builds all four)")
 
@@ -200,8 +212,10 @@ def main():
     for i in range(args.pools):
         p = os.path.join(home, "hermes/auth.json" if i == 0 else f"hermes/profiles/p{i}/auth.json")
         os.makedirs(os.path.dirname(p), mode=0o700, exist_ok=True)
-        common.write_json_atomic(p, common.pool_doc(str(i), f"sk-ant-ort01-fake-m{i}",
-                                                    f"sk-ant-oat01-fake-m{i}", now_ms() - 60_000))
+        common.write_json_atomic(
+            p,
+            common.pool_doc(str(i), f"sk-ant-ort01-fake-m{i}", f"sk-ant-oat01-fake-m{i}", now_ms() - 60_000),
+        )
         seeds.add(sha16(f"sk-ant-ort01-fake-m{i}"))
         pools.append(p)
 
@@ -212,21 +226,41 @@ def main():
     for i in range(args.procs):
         lang = langs[i % len(langs)]
         mv = int(lifetime * rng.uniform(0.25, 0.6))
-        cfg = {"pool_path": pools[i % args.pools], "credentials_path": creds,
-               "token_urls": [server.token_url], "refresh_skew_ms": mv,
-               "strategy": STRATEGIES[(i // len(langs)) % len(STRATEGIES)],
-               "lock_timeout_ms": 20000, "http_timeout_ms": 5000}
-        procs.append((lang, cfg["strategy"], common.start_worker(
-            lang, cmds, cfg, until_ms=until, start_at_ms=start_at, min_validity_ms=mv,
-            pause_ms=args.pause_ms)))
+        cfg = {
+            "pool_path": pools[i % args.pools],
+            "credentials_path": creds,
+            "token_urls": [server.token_url],
+            "refresh_skew_ms": mv,
+            "strategy": STRATEGIES[(i // len(langs)) % len(STRATEGIES)],
+            "lock_timeout_ms": 20000,
+            "http_timeout_ms": 5000,
+        }
+        procs.append(
+            (
+                lang,
+                cfg["strategy"],
+                common.start_worker(
+                    lang,
+                    cmds,
+                    cfg,
+                    until_ms=until,
+                    start_at_ms=start_at,
+                    min_validity_ms=mv,
+                    pause_ms=args.pause_ms,
+                ),
+            )
+        )
 
-    writer = OutsideWriter(server, creds, start_at + 3000, until - 3000, args.writer_every,
-                           random.Random(rng.random()))
+    writer = OutsideWriter(
+        server, creds, start_at + 3000, until - 3000, args.writer_every, random.Random(rng.random())
+    )
     sampler = Sampler(creds, pools, until + 2000, 8, random.Random(rng.random()))
     writer.start()
     sampler.start()
-    print(f"  started; resolving from +{(start_at - now_ms()) / 1000:.1f}s for {args.duration:.0f}s ...",
-          flush=True)
+    print(
+        f"  started; resolving from +{(start_at - now_ms()) / 1000:.1f}s for {args.duration:.0f}s ...",
+        flush=True,
+    )
 
     per_lang = defaultdict(Counter)
     errors = Counter()
@@ -266,7 +300,7 @@ def main():
             if row.get("source") == "manual" and row.get("refresh_token"):
                 live[sha16(row["refresh_token"])] = f"pool{i}"
     pending = set()
-    for p in [creds] + pools:
+    for p in [creds, *pools]:
         st, jdoc = common.read_json(common.journal_path(p))
         for e in (jdoc or {}).get("entries", []) if st == "ok" else []:
             if not e.get("committed") and e.get("refresh_token"):
@@ -301,24 +335,37 @@ def main():
     print("\nper language:")
     for lang in langs:
         c = per_lang[lang]
-        print(f"  {lang:6} procs {c['procs']:3}  calls {c['calls']:7}  ok {c['ok']:7}  "
-              f"failed {c['failed']:4}  refreshed {c['refreshed']:4}  max call {c['max_call_ms']} ms")
+        print(
+            f"  {lang:6} procs {c['procs']:3}  calls {c['calls']:7}  ok {c['ok']:7}  "
+            f"failed {c['failed']:4}  refreshed {c['refreshed']:4}  max call {c['max_call_ms']} ms"
+        )
     print(f"rotations by store: {dict(sorted(rot_by_auth.items()))}")
-    print(f"outside writer: {writer.rotations} rotations, {writer.lost_races} lost races "
-          f"(hap rotated between its read and its POST), {writer.errors} errors")
-    print(f"server: posts {stats['posts']}, issued {issued}, invalid_grant {stats['invalid_grant']}, "
-          f"other statuses {sum(v for k, v in a.items() if '_status_' in k)}")
-    print(f"hap: {hap_posts} POSTs for {hap_rot} rotations (raw {raw_ratio:.3f}); "
-          f"{writer_ig} invalid_grant after the outside writer spent the token (expected, adopted); "
-          f"{a['hap_invalid_grant_hap_spent']} after another hap process spent it; "
-          f"{a['hap_invalid_grant_unknown']} unexplained")
-    print(f"  the {writer_ig} invalid_grant POSTs presented {a['writer_spent_tokens_hap_presented']} "
-          f"distinct writer-spent tokens: {writer_ig - a['writer_spent_tokens_hap_presented']} "
-          "were replays of a token a hap process had already seen refused")
-    print(f"refreshed=true results {refreshed_flags} (hap rotations {hap_rot}); "
-          f"expired tokens served {expired}")
-    print(f"samples: {sum(sampler.samples.values())} reads of {len(sampler.samples)} files; "
-          f"torn {torn} {dict(sampler.torn) or ''}; vanished {vanished}")
+    print(
+        f"outside writer: {writer.rotations} rotations, {writer.lost_races} lost races "
+        f"(hap rotated between its read and its POST), {writer.errors} errors"
+    )
+    print(
+        f"server: posts {stats['posts']}, issued {issued}, invalid_grant {stats['invalid_grant']}, "
+        f"other statuses {sum(v for k, v in a.items() if '_status_' in k)}"
+    )
+    print(
+        f"hap: {hap_posts} POSTs for {hap_rot} rotations (raw {raw_ratio:.3f}); "
+        f"{writer_ig} invalid_grant after the outside writer spent the token (expected, adopted); "
+        f"{a['hap_invalid_grant_hap_spent']} after another hap process spent it; "
+        f"{a['hap_invalid_grant_unknown']} unexplained"
+    )
+    print(
+        f"  the {writer_ig} invalid_grant POSTs presented {a['writer_spent_tokens_hap_presented']} "
+        f"distinct writer-spent tokens: {writer_ig - a['writer_spent_tokens_hap_presented']} "
+        "were replays of a token a hap process had already seen refused"
+    )
+    print(
+        f"refreshed=true results {refreshed_flags} (hap rotations {hap_rot}); expired tokens served {expired}"
+    )
+    print(
+        f"samples: {sum(sampler.samples.values())} reads of {len(sampler.samples)} files; "
+        f"torn {torn} {dict(sampler.torn) or ''}; vanished {vanished}"
+    )
     if errors:
         print(f"failed calls by status: {dict(errors)}")
         for m in messages:
@@ -332,8 +379,10 @@ def main():
         ("rotations >= 20", rotations >= 20),
         (f"processes >= 24 ({args.procs})", args.procs >= 24),
         ("hap POSTs per rotation == 1.0", hap_rot > 0 and abs(ratio - 1.0) < 1e-9),
-        ("no double spend by hap", a["hap_invalid_grant_hap_spent"] == 0
-         and a["hap_invalid_grant_unknown"] == 0),
+        (
+            "no double spend by hap",
+            a["hap_invalid_grant_hap_spent"] == 0 and a["hap_invalid_grant_unknown"] == 0,
+        ),
         ("failed calls == 0", failed == 0),
         ("pairs lost == 0", lost == 0 and not spent_in_store),
         ("torn samples == 0", torn == 0 and vanished == 0),
@@ -347,16 +396,23 @@ def main():
     missed = [g for g, ok in goals if not ok]
     print("\n== cross_language summary")
     mix = ", ".join(f"{x}={per_lang[x]['procs']}" for x in langs)
-    print(f"processes {args.procs} ({mix}), "
-          f"pool files {args.pools}, duration {args.duration:.0f}s, seed {seed}")
+    print(
+        f"processes {args.procs} ({mix}), pool files {args.pools}, duration {args.duration:.0f}s, seed {seed}"
+    )
     print(f"rotations {rotations} (hap {hap_rot}, outside writer {a['writer_rotations']})")
-    print(f"hap POSTs per rotation {ratio:.3f} (goal 1.0; raw {raw_ratio:.3f} incl. "
-          f"{writer_ig} invalid_grant caused by the outside writer)")
-    print(f"invalid_grant responses {stats['invalid_grant']} (hap after writer {writer_ig}, "
-          f"hap after hap {a['hap_invalid_grant_hap_spent']}, writer lost race {a['writer_invalid_grant']})")
+    print(
+        f"hap POSTs per rotation {ratio:.3f} (goal 1.0; raw {raw_ratio:.3f} incl. "
+        f"{writer_ig} invalid_grant caused by the outside writer)"
+    )
+    print(
+        f"invalid_grant responses {stats['invalid_grant']} (hap after writer {writer_ig}, "
+        f"hap after hap {a['hap_invalid_grant_hap_spent']}, writer lost race {a['writer_invalid_grant']})"
+    )
     print(f"calls {calls}, failed {failed} {dict(errors) if errors else ''}")
-    print(f"pairs lost {lost} (issued {issued}, spent {spent_issued}, live {len(live_issued)}, "
-          f"pending in journal {len(pending_only)})")
+    print(
+        f"pairs lost {lost} (issued {issued}, spent {spent_issued}, live {len(live_issued)}, "
+        f"pending in journal {len(pending_only)})"
+    )
     print(f"torn/unparseable samples {torn} of {sum(sampler.samples.values())}")
     print(f"unknown fields surviving {kept}/{total}")
     print("RESULT: " + ("PASS" if not missed else "FAIL: " + "; ".join(missed)))

@@ -287,21 +287,41 @@ static int run_leak(void) {
   one_resolve(pool, NULL, &s); /* the credentials file is expired: a refresh */
   for (int i = 0; i < 200; i++) one_resolve(pool, NULL, &s);
   one_resolve(pool, "{\"min_validity_ms\": 1000}", &s);
+  one_resolve(pool, "{\"force_refresh\": true}", &s); /* a second refresh */
   if (hap_resolve_token(pool, "{\"bogus\": 1}", &out, &err) != HAP_STATUS_INVALID_ARGUMENT) bad++;
   hap_free(err);
   err = NULL;
+  /* More handles over the same stores, one at a time and two at once: a per-handle leak
+   * would show up as one lost block per handle. */
+  for (int k = 0; k < 4; k++) {
+    hap_pool *a = open_pool(&s), *b = open_pool(&s);
+    if (!a || !b) bad++;
+    for (int i = 0; a && b && i < 50; i++) {
+      one_resolve(a, NULL, &s);
+      one_resolve(b, "{\"min_validity_ms\": 60000}", &s);
+    }
+    if (a && hap_pool_status(a, &out, NULL) == HAP_STATUS_OK) hap_free(out);
+    out = NULL;
+    hap_pool_free(a);
+    hap_pool_free(b);
+  }
   if (hap_pool_status(pool, &out, &err) != HAP_STATUS_OK) bad++;
   char id[64] = "";
   if (out) json_str(out, "credential_id", id, sizeof id);
   hap_free(out);
   out = NULL;
+  /* A 401 right after a refresh benches the credential; then a resolve fails cleanly. */
   char failure[256];
-  snprintf(failure, sizeof failure, "{\"credential_id\": \"%s\", \"status_code\": 401}", id);
+  snprintf(failure, sizeof failure,
+           "{\"credential_id\": \"%s\", \"status_code\": 401, \"message\": \"sk-ant-oat01-fake-x\"}", id);
   if (hap_report_failure(pool, failure, &out, &err) != HAP_STATUS_OK) bad++;
   hap_free(out);
   hap_free(err);
   out = err = NULL;
-  one_resolve(pool, NULL, &s); /* after a 401: a second refresh */
+  if (hap_resolve_token(pool, NULL, &out, &err) != HAP_STATUS_NO_CREDENTIAL) bad++;
+  hap_free(out);
+  hap_free(err);
+  out = err = NULL;
   if (hap_report_failure(pool, "{\"credential_id\": \"nope\", \"status_code\": 429}", &out, &err) !=
       HAP_STATUS_UNKNOWN_CREDENTIAL)
     bad++;

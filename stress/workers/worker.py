@@ -21,9 +21,19 @@ def now_ms():
 
 
 def main():
-    s = {"lang": "python", "pid": os.getpid(), "calls": 0, "ok": 0, "refreshed": 0,
-         "token_changes": 0, "expired_served": 0, "max_call_ms": 0, "total_call_ms": 0,
-         "errors": {}, "messages": []}
+    s = {
+        "lang": "python",
+        "pid": os.getpid(),
+        "calls": 0,
+        "ok": 0,
+        "refreshed": 0,
+        "token_changes": 0,
+        "expired_served": 0,
+        "max_call_ms": 0,
+        "total_call_ms": 0,
+        "errors": {},
+        "messages": [],
+    }
 
     def note(name, msg):
         s["errors"][name] = s["errors"].get(name, 0) + 1
@@ -37,8 +47,9 @@ def main():
     kwargs = {"min_validity_ms": int(mv)} if mv else {}
     try:
         import hap
+
         pool = hap.Pool(json.loads(env["HAP_STRESS_CONFIG"]))
-    except Exception as exc:  # noqa: BLE001 - the summary names whatever went wrong
+    except Exception as exc:
         s["calls"] += 1
         note(getattr(exc, "name", type(exc).__name__), str(exc))
         print(json.dumps(s), flush=True)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# CI for stress/: lint the drivers and workers, then the short stress run (stress/run_short.sh).
+# Expects the lead's .ci/run to have built target/release; builds the rest itself.
+# Set HAP_FAULT_WORKER=target/debug/examples/hap_worker (built by `cargo test --features
+# fault-injection`) to skip the separate fault-injection release build (~3 min on 2 cores).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python3 -m ruff --version >/dev/null 2>&1 ||
+  python3 -m pip install --quiet --disable-pip-version-check 'ruff==0.17.6'
+(cd stress && python3 -m ruff check . && python3 -m ruff format --check .)
+for f in stress/*.sh; do bash -n "$f"; done
+bash stress/run_short.sh
