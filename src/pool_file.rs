@@ -108,7 +108,14 @@ impl Row {
                 .filter(|t| !t.is_empty())
                 .map(|t| Secret::new(t.to_string()))
         };
-        let f = |k: &str| obj.get(k).and_then(Value::as_f64).filter(|x| x.is_finite());
+        // Epoch seconds; Hermes' own to_dict() may have written an ISO-8601 string.
+        let f = |k: &str| match obj.get(k) {
+            Some(Value::String(t)) => {
+                crate::clock::parse_iso8601_ms(t).map(|ms| ms as f64 / 1000.0)
+            }
+            Some(v) => v.as_f64().filter(|x| x.is_finite()),
+            None => None,
+        };
         let id = s("id").filter(|i| !i.is_empty())?;
         let source = s("source").unwrap_or_else(|| "manual".into());
         let access_token = secret("access_token");
@@ -398,6 +405,17 @@ mod tests {
                 "updated_at"
             ]
         );
+    }
+
+    #[test]
+    fn hermes_iso_timestamps_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("auth.json");
+        std::fs::write(&p, r#"{"credential_pool": {"anthropic": [{"id": "a1b2c3", "source": "manual",
+            "last_status": "exhausted", "last_status_at": "1970-01-01T00:01:40+00:00", "last_error_reset_at": 200.5}]}}"#).unwrap();
+        let rows = PoolFile::new(p, "anthropic".into()).read().unwrap().rows;
+        assert_eq!(rows[0].last_status_at, Some(100.0));
+        assert_eq!(rows[0].last_error_reset_at, Some(200.5));
     }
 
     #[test]
