@@ -249,6 +249,7 @@ def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> d
         "tool": tool,
         "n": n,
         "wall_ms": (max(done) - start_at) if done else None,
+        "done_offsets_ms": sorted(t - start_at for t in done),
         "posts": stats["posts"],
         "invalid_grant": stats["invalid_grant"],
         "console_404_posts": sum(r.get("posts_console", 0) for r in results),

@@ -143,6 +143,13 @@ def main() -> int:
     else:
         missing.append(str(rj))
 
+    load = d / "load.txt"
+    if load.exists():
+        print("\n### Load average (1, 5, 15 min) when each step started\n")
+        print("```")
+        print(load.read_text().rstrip())
+        print("```")
+
     if missing:
         print("\nMISSING: " + "; ".join(missing), file=sys.stderr)
         return 1

@@ -45,7 +45,10 @@ HERMES_AGENT_SPEC="${HERMES_AGENT_SPEC:-hermes-agent==0.19.0}"
 WORK="$(mktemp -d -t hap-bench.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 
-step() { printf '\n== %s   (load average %s)\n' "$1" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+step() {
+    printf '\n== %s   (load average %s)\n' "$1" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    [[ -z "${OUT:-}" ]] || printf '%s | %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$1" >>"$OUT/load.txt"
+}
 
 {
     echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -101,7 +104,13 @@ fi
 
 # ----------------------------------------------------------------------------- hot resolve
 step "hot resolve: Rust (cargo bench --bench resolve)"
-cargo bench --bench resolve 2>&1 | tee "$OUT/criterion.txt"
+# benches/resolve.rs's refresh case asserts `refreshed` right after rewriting the file; the
+# store watch (src/watch.rs) may not have woken yet and then serves the still-valid cached
+# token, so that assertion fails now and then on a loaded machine: one retry.
+if ! cargo bench --bench resolve 2>&1 | tee "$OUT/criterion.txt"; then
+    echo "cargo bench failed; retrying once (see the comment in bench/run_all.sh)"
+    cargo bench --bench resolve 2>&1 | tee "$OUT/criterion.txt"
+fi
 for id in hot_resolve_rust_api hot_resolve_c_abi refresh/full_refresh_local_server; do
     cp "target/criterion/$id/new/estimates.json" "$OUT/criterion_${id//\//_}.json"
 done
