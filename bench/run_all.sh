@@ -125,6 +125,13 @@ json.dump({"claudeAiOauth": {"accessToken": "sk-ant-oat01-fake-c1", "refreshToke
 PY
 C_CFG="{\"pool_path\": \"$WORK/c/hermes/auth.json\", \"credentials_path\": \"$WORK/c/claude/.credentials.json\", \"token_urls\": [\"http://127.0.0.1:9/v1/oauth/token\"]}"
 bench/build/hot_resolve "$C_CFG" 31 20000 | tee "$OUT/c_hot.json"
+if command -v strace >/dev/null; then
+    # System calls of the whole process (all threads, setup included) for 4 x 10000 resolves.
+    strace -f -c -o "$OUT/strace.txt" bench/build/hot_resolve "$C_CFG" 3 10000 >/dev/null
+    tail -n 1 "$OUT/strace.txt"
+else
+    echo "strace not installed: system-call count skipped" | tee "$OUT/strace.txt"
+fi
 
 step "hot resolve: Python (bindings/python/bench/bench_resolve.py)"
 PY_ARGS=(--number 20000 --repeat 9)
