@@ -43,7 +43,7 @@ def _redirecting_urlopen(req, *args, **kwargs):
     ):
         if url.startswith(host + "/"):
             _posts[key] += 1
-            new_url = prefix + url[len(host):]
+            new_url = prefix + url[len(host) :]
             if isinstance(req, urllib.request.Request):
                 req.full_url = new_url
             else:

@@ -177,7 +177,9 @@ def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> d
                 for p in procs:  # the barrier: everyone loaded
                     line = p.stdout.readline()
                     if '"ready"' not in line:
-                        raise RuntimeError(f"{tool} worker did not start: {p.stderr.read()[-2000:]}")
+                        raise RuntimeError(
+                            f"{tool} worker did not start: {p.stderr.read()[-2000:]}"
+                        )
                 start = int(time.time() * 1000) + 300
                 for p in procs:
                     p.stdin.write(f"{start}\n")

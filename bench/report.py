@@ -63,8 +63,20 @@ def main() -> int:
 
         runs = re.search(r"(\d+) runs x (\d+) calls", text)
         how = f"median of {runs.group(1)} runs x {runs.group(2)}" if runs else "median"
-        rows.append(("Python raw ctypes call + `hap_free`", how, grab("raw ctypes hap_resolve_token + hap_free")))
-        rows.append(("Python `hap.Pool.resolve_token()`", how, grab("hap.Pool.resolve_token() -> hap.Token")))
+        rows.append(
+            (
+                "Python raw ctypes call + `hap_free`",
+                how,
+                grab("raw ctypes hap_resolve_token + hap_free"),
+            )
+        )
+        rows.append(
+            (
+                "Python `hap.Pool.resolve_token()`",
+                how,
+                grab("hap.Pool.resolve_token() -> hap.Token"),
+            )
+        )
         if "hermes load_pool" in text:
             hermes_load = grab("hermes load_pool('anthropic').select()")
             hermes_held = grab("hermes pool.select() on a loaded pool")
@@ -78,8 +90,12 @@ def main() -> int:
         by = {r["name"]: r for r in node["results"]}
         rows.append(("Node koffi `resolveTokenSync()`", how, by["resolveTokenSync"]["koffi_ns"]))
         rows.append(("Node ffi-napi, same call", how, by["resolveTokenSync"]["ffi_napi_ns"]))
-        rows.append(("Node koffi raw `hap_resolve_token`", how, by["hap_resolve_token"]["koffi_ns"]))
-        rows.append(("Node ffi-napi raw `hap_resolve_token`", how, by["hap_resolve_token"]["ffi_napi_ns"]))
+        rows.append(
+            ("Node koffi raw `hap_resolve_token`", how, by["hap_resolve_token"]["koffi_ns"])
+        )
+        rows.append(
+            ("Node ffi-napi raw `hap_resolve_token`", how, by["hap_resolve_token"]["ffi_napi_ns"])
+        )
     else:
         missing.append(str(nj))
 
@@ -87,10 +103,18 @@ def main() -> int:
     if go.exists():
         vals = [
             float(m.group(1))
-            for m in re.finditer(r"^BenchmarkResolveTokenHot-\d+\s+\d+\s+([0-9.]+) ns/op", go.read_text(), re.M)
+            for m in re.finditer(
+                r"^BenchmarkResolveTokenHot-\d+\s+\d+\s+([0-9.]+) ns/op", go.read_text(), re.M
+            )
         ]
         if vals:
-            rows.append(("Go `Pool.ResolveToken`", f"median of {len(vals)} `-count` runs", statistics.median(vals)))
+            rows.append(
+                (
+                    "Go `Pool.ResolveToken`",
+                    f"median of {len(vals)} `-count` runs",
+                    statistics.median(vals),
+                )
+            )
         else:
             missing.append("go.txt: BenchmarkResolveTokenHot")
     else:
@@ -117,7 +141,8 @@ def main() -> int:
 
     refresh = criterion("refresh/full_refresh_local_server".replace("/", "_"))
     if refresh is not None:
-        print(f"\nFull refresh, one process, local fake server (criterion median): {refresh / 1e6:.1f} ms")
+        ms = refresh / 1e6
+        print(f"\nFull refresh, one process, local fake server (criterion median): {ms:.1f} ms")
 
     hap_py = next((ns for what, _, ns in rows if what.startswith("Python `hap.Pool")), None)
     if hermes_load is not None:
@@ -125,8 +150,14 @@ def main() -> int:
         print("| call | per call | vs hap `resolve_token()` |")
         print("|---|---:|---:|")
         print(f"| hap `Pool.resolve_token()` | {us(hap_py)} | 1.0x |")
-        print(f"| Hermes `load_pool(\"anthropic\").select()` | {us(hermes_load)} | {hermes_load / hap_py:.0f}x |")
-        print(f"| Hermes `pool.select()` on a pool loaded once | {us(hermes_held)} | {hermes_held / hap_py:.2f}x |")
+        load_ratio, held_ratio = hermes_load / hap_py, hermes_held / hap_py
+        print(
+            f'| Hermes `load_pool("anthropic").select()` | {us(hermes_load)} | {load_ratio:.0f}x |'
+        )
+        print(
+            f"| Hermes `pool.select()` on a pool loaded once | {us(hermes_held)} "
+            f"| {held_ratio:.2f}x |"
+        )
 
     rj = d / "race.json"
     if rj.exists():
@@ -140,13 +171,16 @@ def main() -> int:
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
         for s in race["summary"]:
-            creds = ", ".join(k for k in s["dropped_credentials_keys"] if k.count(".") == 1) or "none"
+            creds = (
+                ", ".join(k for k in s["dropped_credentials_keys"] if k.count(".") == 1) or "none"
+            )
             auth = ", ".join(s["dropped_auth_json_keys"]) or "none"
             print(
                 f"| {s['tool']} | {s['n']} | {s['wall_ms_median']:.0f} | {s['posts']} | "
                 f"{s['invalid_grant']} | {s['console_404_posts']} | {s['no_token']} | "
                 f"{s['distinct_tokens']} | {s['session_alive_after']} | {creds} | {auth} | "
-                f"{s['second_call_recovered']} / {s['second_call_callers']} ({s['second_call_posts']}) |"
+                f"{s['second_call_recovered']} / {s['second_call_callers']} "
+                f"({s['second_call_posts']}) |"
             )
         errs = {f"{s['tool']} N={s['n']}": s["errors"] for s in race["summary"] if s["errors"]}
         if errs:
