@@ -24,6 +24,7 @@ is missed; the last lines are a plain summary.
 """
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -51,6 +52,24 @@ class OutsideWriter(threading.Thread):
         self.server, self.creds, self.first_at, self.stop_at = server, creds, first_at, stop_at
         self.every, self.rng = every, rng
         self.rotations = self.lost_races = self.errors = 0
+        self.inplace = False
+        self.writing = False
+
+    def write_inplace(self, doc):
+        """Truncate and write in two halves, as a plain writeFileSync would (--writer-inplace):
+        readers can see an empty or half file meanwhile."""
+        raw = json.dumps(doc, indent=2).encode()
+        self.writing = True
+        try:
+            with open(self.creds, "r+b") as f:
+                f.truncate(0)
+                f.write(raw[: len(raw) // 2])
+                f.flush()
+                time.sleep(0.002)
+                f.write(raw[len(raw) // 2 :])
+        finally:
+            time.sleep(0.001)
+            self.writing = False
 
     def run(self):
         time.sleep(max(0, self.first_at - now_ms()) / 1000)
@@ -69,7 +88,10 @@ class OutsideWriter(threading.Thread):
                         o = doc["claudeAiOauth"]
                         o["accessToken"], o["refreshToken"] = body["access_token"], body["refresh_token"]
                         o["expiresAt"] = expires
-                        common.write_json_atomic(self.creds, doc)
+                        if self.inplace:
+                            self.write_inplace(doc)
+                        else:
+                            common.write_json_atomic(self.creds, doc)
                         self.rotations += 1
                     else:
                         self.errors += 1
@@ -84,8 +106,10 @@ class Sampler(threading.Thread):
     """Reads every store at random instants; counts samples that do not parse, and learns
     which refresh token lived in which store (to attribute rotations to authorities)."""
 
-    def __init__(self, creds, pools, stop_at, mean_gap_ms, rng):
+    def __init__(self, creds, pools, stop_at, mean_gap_ms, rng, writer=None):
         super().__init__(daemon=True)
+        self.writer = writer
+        self.torn_by_writer = 0
         self.files = [("creds", creds)] + [(f"pool{i}", p) for i, p in enumerate(pools)]
         self.files += [(f"journal:{k}", common.journal_path(p)) for k, p in self.files]
         self.stop_at, self.gap, self.rng = stop_at, mean_gap_ms, rng
@@ -105,6 +129,9 @@ class Sampler(threading.Thread):
                     self.missing_after_seen[name] += 1
                 continue
             self.seen.add(path)
+            if state == "torn" and name == "creds" and self.writer is not None and self.writer.writing:
+                self.torn_by_writer += 1  # the outside writer's own non-atomic write
+                continue
             self.samples[name] += 1
             if state == "torn":
                 self.torn[name] += 1
@@ -179,6 +206,12 @@ def main():
     ap.add_argument("--pause-ms", type=int, default=25, help="mean pause between resolves")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temporary home")
+    ap.add_argument(
+        "--writer-inplace",
+        action="store_true",
+        help="the outside writer truncates and rewrites the file in place (not atomic), as a plain "
+        "writeFileSync does; its own torn states are not counted against hap",
+    )
     args = ap.parse_args()
     preset = (
         dict(procs=32, pools=6, duration=300, writer_every=(4.0, 12.0))
@@ -254,7 +287,8 @@ def main():
     writer = OutsideWriter(
         server, creds, start_at + 3000, until - 3000, args.writer_every, random.Random(rng.random())
     )
-    sampler = Sampler(creds, pools, until + 2000, 8, random.Random(rng.random()))
+    writer.inplace = args.writer_inplace
+    sampler = Sampler(creds, pools, until + 2000, 8, random.Random(rng.random()), writer)
     writer.start()
     sampler.start()
     print(
@@ -365,6 +399,7 @@ def main():
     print(
         f"samples: {sum(sampler.samples.values())} reads of {len(sampler.samples)} files; "
         f"torn {torn} {dict(sampler.torn) or ''}; vanished {vanished}"
+        + (f"; torn by the in-place outside writer {sampler.torn_by_writer}" if args.writer_inplace else "")
     )
     if errors:
         print(f"failed calls by status: {dict(errors)}")

@@ -15,12 +15,14 @@ step() {
   local name=$1
   shift
   local t0=$SECONDS out
+  out=$(mktemp)
   echo
   echo "######## $name"
-  out=$("$@" 2>&1 | tee /dev/stderr)
+  "$@" 2>&1 | tee "$out"
   local code=${PIPESTATUS[0]}
   # the child's last line is its RESULT
-  results+=("$name ($((SECONDS - t0)) s): $(echo "$out" | tail -1)")
+  results+=("$name ($((SECONDS - t0)) s): $(tail -1 "$out")")
+  rm -f "$out"
   ((code == 0)) || rc=1
 }
 t_all=$SECONDS
