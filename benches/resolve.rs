@@ -88,6 +88,9 @@ fn bench(c: &mut Criterion) {
                     &format!("sk-ant-ort01-fake-{n}"),
                     0,
                 );
+                // Untimed: let the store watch see the rewrite. Until it does, the cache may
+                // still serve the previous (valid) token, which is the documented trade.
+                std::thread::sleep(std::time::Duration::from_millis(5));
             },
             |_| assert!(pool.resolve(&req).unwrap().refreshed),
             criterion::BatchSize::PerIteration,
