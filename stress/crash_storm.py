@@ -10,7 +10,10 @@ Two kinds of kill, alternating:
   dies by SIGKILL at a named point of the refresh transaction (HAP_FAULT=<point>), for both
   authorities: the credentials file (the claude_code row) and a pool row that owns its tokens.
 - random: a C, Python, Node, Go or Rust worker is SIGKILLed by the driver after a random
-  delay while the fake server holds the refresh response back for 20-250 ms.
+  delay while the fake server holds the refresh response back for 20-250 ms. In every other
+  random kill, once the victim's POST has reached the server (so it holds the locks),
+  --crowd C workers (default 3) queue behind it: when it dies they must take over its locks
+  and each get a token (or, if the session died with it, REAUTH_REQUIRED).
 
 Each iteration starts from a fresh home: an expired credentials file and a pool file, both
 seeded with unknown keys. After the kill (and after the server has finished any request),
@@ -32,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 
@@ -190,6 +194,18 @@ def start(lang, home, cmds):
     return common.start_worker(lang, cmds, home.cfg)
 
 
+def start_crowd(home, cmds, n):
+    """n one-shot C workers on the same credential: profiles of their own sharing the
+    credentials file, or the same pool file for a pool-owned row."""
+    out = []
+    for k in range(n):
+        cfg = dict(home.cfg)
+        if home.authority == "creds":
+            cfg["pool_path"] = os.path.join(home.dir, f"hermes/profiles/w{k}/auth.json")
+        out.append(common.start_worker("c", cmds, cfg))
+    return out
+
+
 def outcome_of(lang, proc, timeout=60, row_id=None):
     """(got_token, error name) of a one-shot worker; with row_id, the token must come from
     that row."""
@@ -219,6 +235,9 @@ def main():
     ap.add_argument("--long", action="store_true", help="report preset")
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--seed", type=int)
+    ap.add_argument(
+        "--crowd", type=int, default=3, help="C workers queued behind a random-kill victim (0: none)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary homes")
     args = ap.parse_args()
     if args.iterations is None:
@@ -266,19 +285,22 @@ def main():
     fails = []
     torn_total = 0
     recover_ms = []
+    crowd_ms = []
     leftovers = 0
     t_start = time.time()
     plan = []
     n_inj = (args.iterations + 1) // 2
     for i in range(n_inj):
-        plan.append(("inject",) + injected[i % len(injected)])
+        plan.append(("inject", *injected[i % len(injected)], 0))
     for i in range(args.iterations - n_inj):
-        plan.append(("random", rng.choice(["creds", "pool"]), langs[i % len(langs)]))
+        # every other random kill has a crowd queued behind the victim
+        plan.append(("random", rng.choice(["creds", "pool"]), langs[i % len(langs)], (i // len(langs)) % 2))
     rng.shuffle(plan)
 
-    for n, (kind, authority, what) in enumerate(plan):
+    for n, (kind, authority, what, with_crowd) in enumerate(plan):
         server.admin("/_admin/reset", {})
         home = Home(root, n, authority, server)
+        crowd, crowd_out = [], []
         if kind == "inject":
             case = f"{authority:5} {what}"
             proc = rust_worker(home, what)
@@ -294,26 +316,48 @@ def main():
             server.admin("/_admin/script", {"faults": [{"delay_ms": delay}]})
             proc = start(what, home, cmds)
             # Uniform over the whole run: start-up, lock, POST, server delay, journal, writes.
-            time.sleep(rng.uniform(0, calib[what] - 0.25 + delay / 1000 + 0.03))
+            kill_at = time.monotonic() + rng.uniform(0, calib[what] - 0.25 + delay / 1000 + 0.03)
+            # Once the victim's POST reaches the server (it holds the locks then), a crowd of
+            # C workers queues behind it (started from a thread, so the kill stays on time):
+            # they must take over when it dies.
+            stop = threading.Event()
+
+            def queue_crowd(home=home, stop=stop, crowd=crowd):
+                while not stop.is_set():
+                    if server.stats()["log"]:
+                        crowd.extend(start_crowd(home, cmds, args.crowd))
+                        return
+                    time.sleep(0.005)
+
+            watcher = threading.Thread(target=queue_crowd, daemon=True)
+            if with_crowd and args.crowd and "c" in cmds:
+                watcher.start()
+            time.sleep(max(0, kill_at - time.monotonic()))
             proc.send_signal(signal.SIGKILL)
             proc.communicate()
             killed = proc.returncode == -signal.SIGKILL
+            stop.set()
+            if watcher.is_alive():
+                watcher.join()
+            for c in crowd:
+                crowd_out.append(common.summary_of(c, 60))
             st = wait_server_idle(server, delay / 1000 + 5)
         seed_h = sha16(home.seed_refresh)
         spent = any(e["refresh_token_sha256"] == seed_h and e["status"] == 200 for e in st["log"])
         durable = home.journal_covers_seed()
         if kind == "random":
+            seed_posts = [e for e in st["log"] if e["refresh_token_sha256"] == seed_h]
             if not killed:
                 window = "completed"
-            elif not any(e["refresh_token_sha256"] == seed_h for e in st["log"]):
+            elif not seed_posts:
                 window = "before POST"
-            elif not spent:
-                window = "POST not spent?"
+            elif seed_posts[0]["status"] != 200:
+                window = "in POST, waiter won"  # the crowd's POST beat the victim's delayed one
             elif not durable:
                 window = "POST..journal"
             else:
                 window = "after journal"
-            case = f"random {what:6} {window}"
+            case = f"random {what:6} {window}" + (f" +{len(crowd)} waiting" if crowd else "")
         r = rows[case]
         r["n"] += 1
         r["killed"] += killed
@@ -360,6 +404,16 @@ def main():
             r["spent token POSTed again"] += replays
             fails.append(f"#{n} {case}: the fresh process POSTed a spent token {replays}x")
         r["fresh POSTs"] += len(fresh_log)
+        for c in crowd_out:
+            r["crowd"] += 1
+            crowd_ms.append(c.get("max_call_ms", 0))
+            if c.get("ok") == c.get("calls") == 1:
+                r["crowd ok"] += 1
+            elif not got and in_window and set(c.get("errors", {})) == {"HAP_STATUS_REAUTH_REQUIRED"}:
+                r["crowd ok"] += 1  # the session is gone for everyone, and said so
+            else:
+                r["crowd failed"] += 1
+                fails.append(f"#{n} {case}: a waiting process failed: {c.get('messages')}")
         if lost_keys:
             r["unknown keys lost"] += len(lost_keys)
             fails.append(f"#{n} {case}: unknown keys lost {lost_keys}")
@@ -413,6 +467,7 @@ def main():
         or tot["unknown keys lost"]
         or tot["spent token POSTed again"]
         or tot["point not reached"]
+        or tot["crowd failed"]
     ):
         missed.append("see FAIL lines")
     print("\n== crash_storm summary")
@@ -434,6 +489,12 @@ def main():
         f"fresh-process resolve after a kill: median {statistics.median(recover_ms):.0f} ms, "
         f"max {recover_ms[-1]:.0f} ms; leftover temp files {leftovers}"
     )
+    if crowd_ms:
+        crowd_ms.sort()
+        print(
+            f"processes waiting behind a killed refresher {tot['crowd']}: failed {tot['crowd failed']}; "
+            f"their resolve took median {statistics.median(crowd_ms):.0f} ms, max {crowd_ms[-1]} ms"
+        )
     print("RESULT: " + ("PASS" if not missed else "FAIL: " + "; ".join(missed)))
     return 0 if not missed else 1
 
