@@ -23,7 +23,7 @@ else
 fi
 echo "== C worker (gcc -Wall -Wextra -Werror)"
 cc -O2 -g -Wall -Wextra -Werror -std=c11 -I include stress/worker.c -L target/release -lhap \
-  -Wl,-rpath,"$REPO/target/release" -o stress/build/c-worker
+  -Wl,-rpath,"$REPO/target/release" -lpthread -o stress/build/c-worker
 echo "== Go worker (go build, go vet)"
 (cd stress/workers/go && CGO_ENABLED=1 go build -o ../../build/go-worker . && go vet .)
 if [[ ! -d bindings/node/node_modules/koffi || ${STRESS_REBUILD:-0} == 1 ]]; then

@@ -18,7 +18,9 @@ STRESS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(STRESS)
 BUILD = os.path.join(STRESS, "build")
 LIB = os.environ.get("HAP_LIBRARY_PATH", os.path.join(REPO, "target/release/libhap.so"))
-FAULT_WORKER = os.path.join(REPO, "target/fault/release/examples/hap_worker")
+FAULT_WORKER = os.environ.get("HAP_FAULT_WORKER") or os.path.join(
+    REPO, "target/fault/release/examples/hap_worker"
+)
 
 
 def now_ms():

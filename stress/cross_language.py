@@ -205,6 +205,9 @@ def main():
     )
     ap.add_argument("--pause-ms", type=int, default=25, help="mean pause between resolves")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument(
+        "--c-threads", type=int, default=4, help="threads resolving concurrently in each C worker's pool"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary home")
     ap.add_argument(
         "--writer-inplace",
@@ -230,7 +233,8 @@ def main():
         return 2
     langs = sorted(cmds)
     print(
-        f"cross-language stress: {args.procs} processes ({', '.join(langs)}), "
+        f"cross-language stress: {args.procs} processes ({', '.join(langs)}; C with {args.c_threads} "
+        "threads on one handle), "
         f"{args.pools} pool files, {args.duration:.0f}s, expires_in={args.expires_in}s, seed={seed}"
     )
     if len(langs) < 4:
@@ -280,6 +284,7 @@ def main():
                     start_at_ms=start_at,
                     min_validity_ms=mv,
                     pause_ms=args.pause_ms,
+                    extra_env={"HAP_STRESS_THREADS": str(args.c_threads)} if lang == "c" else None,
                 ),
             )
         )

@@ -9,6 +9,8 @@ bash stress/build.sh || exit 1
 mkdir -p stress/results
 exec > >(tee "stress/results/long-$(date +%Y%m%d-%H%M%S).log") 2>&1
 export HAP_LIBRARY_PATH=${HAP_LIBRARY_PATH:-$PWD/target/release/libhap.so}
+echo "repo $(git rev-parse --short HEAD) ($(git status --porcelain -- src | wc -l) changed files in src/); \
+libhap.so built $(date -r "$HAP_LIBRARY_PATH" '+%F %T'); $(nproc) cores; $(date '+%F %T')"
 results=()
 rc=0
 step() {

@@ -4,15 +4,16 @@
  *                   print one summary JSON line (the format every stress worker shares)
  *   worker hot N    one resolve (it may refresh), then N hot resolves; print the RSS at
  *                   every tenth of N as JSON lines, then a summary line
- *   worker leak     every function of hap.h once or more, a refresh, resolves, a 401
- *                   report and the refresh it triggers, bad input: for valgrind
+ *   worker leak     every function of hap.h, two refreshes, resolves on nine handles, a 401
+ *                   report that benches the credential, bad input, all freed: for valgrind
  *
  * Environment: HAP_STRESS_CONFIG (config JSON, required), HAP_STRESS_START_AT_MS,
  * HAP_STRESS_UNTIL_MS, HAP_STRESS_MIN_VALIDITY_MS, HAP_STRESS_PAUSE_MS (mean pause between
- * resolves, default 20). Never prints a token.
+ * resolves, default 20), HAP_STRESS_THREADS (loop mode: threads resolving concurrently on
+ * one pool handle, default 1). Never prints a token.
  *
  * Build: cc -O2 -Wall -Wextra -Werror -I include stress/worker.c -L target/release -lhap \
- *          -Wl,-rpath,$PWD/target/release -o stress/build/c-worker
+ *          -Wl,-rpath,$PWD/target/release -lpthread -o stress/build/c-worker
  */
 #define _POSIX_C_SOURCE 200809L
 #include "hap.h"
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define MAX_ERR_NAMES 16
@@ -192,6 +194,46 @@ static void build_request(char *req, size_t cap) {
     req[0] = 0;
 }
 
+struct loop_ctx {
+  const hap_pool *pool;
+  const char *req;
+  long long until, pause;
+  unsigned seed;
+  struct summary s;
+};
+
+static void *loop_thread(void *arg) {
+  struct loop_ctx *c = arg;
+  do {
+    one_resolve(c->pool, c->req, &c->s);
+    if (c->until) sleep_ms(c->pause > 0 ? rand_r(&c->seed) % (2 * c->pause + 1) : 0);
+  } while (c->until && now_ms() < c->until);
+  return NULL;
+}
+
+static void merge(struct summary *into, const struct summary *from) {
+  into->calls += from->calls;
+  into->ok += from->ok;
+  into->refreshed += from->refreshed;
+  into->token_changes += from->token_changes;
+  into->expired_served += from->expired_served;
+  into->total_call_ms += from->total_call_ms;
+  if (from->max_call_ms > into->max_call_ms) into->max_call_ms = from->max_call_ms;
+  for (int i = 0; i < from->n_names; i++) {
+    int j;
+    for (j = 0; j < into->n_names && strcmp(into->names[j], from->names[i]) != 0; j++) {
+    }
+    if (j == into->n_names && j < MAX_ERR_NAMES) {
+      memcpy(into->names[j], from->names[i], sizeof into->names[j]);
+      into->n_names++;
+    }
+    if (j < MAX_ERR_NAMES) into->counts[j] += from->counts[i];
+  }
+  for (int i = 0; i < from->n_messages && into->n_messages < MAX_MESSAGES; i++)
+    memcpy(into->messages[into->n_messages++], from->messages[i], sizeof into->messages[0]);
+}
+
+/* HAP_STRESS_THREADS (default 1) threads resolve concurrently on one pool handle. */
 static int run_loop(void) {
   struct summary s;
   memset(&s, 0, sizeof s);
@@ -202,15 +244,28 @@ static int run_loop(void) {
   }
   char req[128];
   build_request(req, sizeof req);
-  long long until = env_ll("HAP_STRESS_UNTIL_MS", 0);
-  long long pause = env_ll("HAP_STRESS_PAUSE_MS", 20);
-  srand((unsigned)getpid());
+  int n = (int)env_ll("HAP_STRESS_THREADS", 1);
+  if (n < 1) n = 1;
+  if (n > 64) n = 64;
+  struct loop_ctx *ctx = calloc((size_t)n, sizeof *ctx);
+  pthread_t *tids = calloc((size_t)n, sizeof *tids);
+  if (!ctx || !tids) return 1;
   sleep_ms(env_ll("HAP_STRESS_START_AT_MS", 0) - now_ms());
-  do {
-    one_resolve(pool, req[0] ? req : NULL, &s);
-    if (until) sleep_ms(pause > 0 ? rand() % (2 * pause + 1) : 0);
-  } while (until && now_ms() < until);
+  for (int i = 0; i < n; i++) {
+    ctx[i].pool = pool;
+    ctx[i].req = req[0] ? req : NULL;
+    ctx[i].until = env_ll("HAP_STRESS_UNTIL_MS", 0);
+    ctx[i].pause = env_ll("HAP_STRESS_PAUSE_MS", 20);
+    ctx[i].seed = (unsigned)getpid() * 31u + (unsigned)i;
+    if (i > 0 && pthread_create(&tids[i], NULL, loop_thread, &ctx[i]) != 0) return 1;
+  }
+  loop_thread(&ctx[0]);
+  for (int i = 1; i < n; i++) pthread_join(tids[i], NULL);
+  for (int i = 0; i < n; i++) merge(&s, &ctx[i].s);
+  /* token_changes counts per thread; last_fp is not merged */
   hap_pool_free(pool);
+  free(ctx);
+  free(tids);
   print_summary(&s);
   return s.ok == s.calls ? 0 : 1;
 }
