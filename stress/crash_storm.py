@@ -443,10 +443,25 @@ def main():
         "spent token POSTed again",
         "unknown keys lost",
         "point not reached",
+        "crowd",
+        "crowd failed",
     ]
-    print(f"\n{'case':44} " + " ".join(f"{c[:10]:>10}" for c in cols))
+    short = {
+        "lost (allowed window)": "lost:window",
+        "fresh POSTs": "fresh POST",
+        "spent token POSTed again": "replayed",
+        "unknown keys lost": "keys lost",
+        "point not reached": "no kill",
+        "crowd failed": "crowd fail",
+    }
+    print(
+        "\ncolumns: lost:window = session lost, kill in the allowed window; LOST = lost outside it; "
+        "fresh POST = POSTs by the fresh process; replayed = spent token POSTed again after a "
+        "durable journal; crowd = processes queued behind the victim"
+    )
+    print(f"{'case':44} " + " ".join(f"{short.get(c, c)[:11]:>11}" for c in cols))
     for case in sorted(rows):
-        print(f"{case:44} " + " ".join(f"{rows[case][c]:>10}" for c in cols))
+        print(f"{case:44} " + " ".join(f"{rows[case][c]:>11}" for c in cols))
     for f in fails[:30]:
         print(f"  FAIL {f}")
 
