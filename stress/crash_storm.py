@@ -63,6 +63,9 @@ POOL_POINTS = [
     "mid_write:.auth.hap-journal.json",
 ]
 # Points where the server has spent the token and the new pair is not durable anywhere.
+# What a process may answer once the session is gone: REAUTH_REQUIRED, or NO_CREDENTIAL when
+# a sibling on the same pool file has already marked the row dead.
+LOST_ANSWERS = {"HAP_STATUS_REAUTH_REQUIRED", "HAP_STATUS_NO_CREDENTIAL"}
 WINDOW_POINTS = {
     "after_token_response",
     "mid_write:.credentials.hap-journal.json",
@@ -409,7 +412,7 @@ def main():
             crowd_ms.append(c.get("max_call_ms", 0))
             if c.get("ok") == c.get("calls") == 1:
                 r["crowd ok"] += 1
-            elif not got and in_window and set(c.get("errors", {})) == {"HAP_STATUS_REAUTH_REQUIRED"}:
+            elif not got and in_window and set(c.get("errors", {})) <= LOST_ANSWERS:
                 r["crowd ok"] += 1  # the session is gone for everyone, and said so
             else:
                 r["crowd failed"] += 1
