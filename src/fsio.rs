@@ -151,12 +151,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<FileStamp> {
             // directory; the data is already safe then, so that is not an error.
             let _ = d.sync_all();
         }
+        remove_orphaned_temps(&dir, &name);
         Ok(stamp)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes temp files of this store left by hap processes that died mid-write (they hold
+/// half a store, tokens included). Only files named by our own pattern whose writer pid is
+/// gone; a live writer's temp file is never touched.
+fn remove_orphaned_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.hap-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest
+            .strip_suffix(".tmp")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the pid exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

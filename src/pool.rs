@@ -233,6 +233,25 @@ fn scrub(text: &str) -> String {
     out.chars().take(500).collect()
 }
 
+/// Reads a store, giving a writer that rewrites it in place (truncate, then write: not
+/// every tool replaces atomically) a moment to finish before calling it corrupt. hap's
+/// own writes are atomic renames and never need this; an unparseable file that stays
+/// unparseable for ~60 ms is reported as `STORE_CORRUPT`.
+fn read_settled<T>(settle: bool, read: impl Fn() -> Result<T>) -> Result<T> {
+    let mut result = read();
+    let waits: &[u64] = if settle { &[5, 15, 40] } else { &[] };
+    for &wait_ms in waits {
+        match &result {
+            Err(e) if e.status == Status::StoreCorrupt => {
+                std::thread::sleep(Duration::from_millis(wait_ms));
+                result = read();
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
 fn now_s() -> f64 {
     now_ms() as f64 / 1000.0
 }
@@ -330,19 +349,28 @@ impl Pool {
             Some(c) => c.stamp()?,
             None => None,
         };
-        let fresh = {
+        let (fresh, had_view) = {
             let v = self.lock_view();
-            let fresh = v.pool_known
-                && v.creds_known
-                && v.pool_stamp == pool_stamp
-                && v.creds_stamp == creds_stamp;
+            let had_view = v.pool_known && v.creds_known;
+            let fresh = had_view && v.pool_stamp == pool_stamp && v.creds_stamp == creds_stamp;
             if fresh && !(sync && v.unsynced) {
                 return Ok(v);
             }
-            fresh
+            (fresh, had_view)
         };
         if !fresh {
-            self.reload()?;
+            match self.reload(!had_view) {
+                Ok(()) => {}
+                // A store another tool is rewriting in place (truncate, then write) parses
+                // as garbage for a moment. With a view already read, keep serving it: any
+                // decision that writes re-reads the store under its lock and reports the
+                // corruption there, and the stamps stay old so the next call looks again.
+                Err(e) if e.status == Status::StoreCorrupt && had_view => {
+                    crate::log::debug(format_args!("{e}; serving the last good view"));
+                    return Ok(self.lock_view());
+                }
+                Err(e) => return Err(e),
+            }
         }
         if sync {
             self.sync()?;
@@ -371,15 +399,16 @@ impl Pool {
     }
 
     /// Re-reads both stores (outside the view mutex) and installs what it read.
-    fn reload(&self) -> Result<()> {
+    /// `settle`: with no view to fall back on (opening), give an in-place writer a moment.
+    fn reload(&self, settle: bool) -> Result<()> {
         bump(&self.counters.store_reads);
         self.ensure_watch();
         let pool_read = match &self.pool_file {
-            Some(p) => Some(p.read()?),
+            Some(p) => Some(read_settled(settle, || p.read())?),
             None => None,
         };
         let creds_read = match &self.creds {
-            Some(c) => c.read()?,
+            Some(c) => read_settled(settle, || c.read())?,
             None => None,
         };
         let mut v = self.lock_view();

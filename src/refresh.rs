@@ -14,7 +14,7 @@
 //!    token with no entry is never replayed.
 //! 5. POST (see `oauth.rs` for URL fallback, redirects and size rules).
 //! 6. Success: journal (fsync) -> write the authority -> mark the row ok -> commit.
-//! 7. `invalid_grant`: release the locks and watch the authority for up to 3 s: an outside
+//! 7. `invalid_grant`: record the token as spent, release the locks and watch the authority for up to 3 s: an outside
 //!    writer (an older Claude Code that takes no lock) may have spent our token and be about
 //!    to write its pair. Adopt it, or retry once with its refresh token. Otherwise the row is
 //!    `dead` and the caller gets `REAUTH_REQUIRED`. The credentials file is never written on
@@ -427,6 +427,18 @@ impl Pool {
                 })
             }
             Err(RefreshError::Terminal { code }) => {
+                // Remember the refusal while the locks are held: every sibling that would
+                // POST this token next finds it spent and goes straight to watching the
+                // store. (A server with reuse detection may revoke the whole grant when a
+                // refused token is presented again.) Best effort: the refusal stands even if
+                // the journal cannot be written.
+                doc.spent.push(spent_fp.clone());
+                if let Err(e) = journal.write(&mut doc) {
+                    log::debug(format_args!(
+                        "journal not written after {code}: {}",
+                        e.status.name()
+                    ));
+                }
                 drop(held);
                 self.after_invalid_grant(
                     a,

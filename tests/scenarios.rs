@@ -626,3 +626,82 @@ fn strategies_pick_as_named() {
     let text = std::fs::read_to_string(h.pool_path("")).unwrap();
     assert!(text.contains("\"request_count\": 10"), "no write per pick");
 }
+
+#[test]
+fn a_refused_refresh_token_is_not_posted_again_by_siblings() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() - 1000);
+    s.spend(R1); // an outside writer spent it and has not written its pair
+    let first = h.open(&s, "one");
+    assert_eq!(
+        resolve(&first).unwrap_err().status,
+        hap::Status::ReauthRequired
+    );
+    let posts = s.posts();
+    let second = h.open(&s, "two");
+    assert_eq!(
+        resolve(&second).unwrap_err().status,
+        hap::Status::ReauthRequired
+    );
+    assert_eq!(
+        s.posts(),
+        posts,
+        "the journal said the token was refused: no second POST"
+    );
+}
+
+#[test]
+fn store_rewritten_in_place_does_not_fail_a_valid_cached_token() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() + HOUR);
+    let pool = h.open(&s, "");
+    assert_eq!(resolve(&pool).unwrap().access_token.expose(), A1);
+    let good = std::fs::read(h.creds_path()).unwrap();
+    // Another tool truncates and is half-way through rewriting the file in place.
+    std::fs::write(h.creds_path(), &good[..good.len() / 2]).unwrap();
+    assert_eq!(resolve(&pool).unwrap().access_token.expose(), A1);
+    // A refresh must read the file under its lock: it cannot, so it neither POSTs nor
+    // writes, and (SPEC §3.5) the unexpired token is still served.
+    let force = hap::ResolveRequest {
+        force_refresh: true,
+        ..Default::default()
+    };
+    assert_eq!(pool.resolve(&force).unwrap().access_token.expose(), A1);
+    assert_eq!(
+        std::fs::read(h.creds_path()).unwrap(),
+        &good[..good.len() / 2]
+    );
+    assert_eq!(s.posts(), 0);
+    // A new handle cannot start from it.
+    assert_eq!(
+        hap::Pool::open_json(Some(&h.config(&s, "x").to_string()))
+            .err()
+            .unwrap()
+            .status,
+        hap::Status::StoreCorrupt
+    );
+}
+
+#[test]
+fn temp_files_of_dead_writers_are_removed() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() - 1000);
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let dir = h.creds_path().parent().unwrap().to_path_buf();
+    // hap's temp names: "." + file name + ".hap-<pid>-<n>.tmp".
+    let orphan = dir.join(format!("..credentials.json.hap-{dead}-0.tmp"));
+    let live = dir.join(format!(
+        "..credentials.json.hap-{}-0.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&orphan, b"{\"half").unwrap();
+    std::fs::write(&live, b"{\"half").unwrap();
+    assert!(resolve(&h.open(&s, "")).unwrap().refreshed);
+    assert!(!orphan.exists(), "a dead writer's temp file is cleaned up");
+    assert!(live.exists(), "a live writer's temp file is never touched");
+}
