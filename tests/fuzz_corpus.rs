@@ -10,6 +10,9 @@ mod checks;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+/// A target's check: input bytes, strict mode.
+type Check = fn(&[u8], bool);
+
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
@@ -29,7 +32,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 
 /// Runs `check` on every seed and corpus file of `target`; fails with the names of the
 /// inputs whose check panicked.
-fn replay(target: &str, check: fn(&[u8], bool)) {
+fn replay(target: &str, check: Check) {
     let mut inputs = files_in(&fuzz_dir().join("seeds").join(target));
     assert!(!inputs.is_empty(), "no seeds for {target}");
     inputs.extend(files_in(&fuzz_dir().join("corpus").join(target)));
@@ -86,7 +89,7 @@ fn fuzz_c_abi_open() {
 #[test]
 #[ignore = "open fuzz findings, see fuzz/artifacts-found/README.md"]
 fn fuzz_findings_strict() {
-    let targets: [(&str, fn(&[u8], bool)); 6] = [
+    let targets: [(&str, Check); 6] = [
         ("fuzz_config", checks::check_config),
         ("fuzz_requests", checks::check_requests),
         ("fuzz_credentials_file", checks::check_credentials_file),
