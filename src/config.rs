@@ -242,7 +242,10 @@ impl Config {
                 "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
                 "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
                 other => {
-                    return Err(Error::invalid(format!("unknown config key '{other}'")));
+                    return Err(Error::invalid(format!(
+                        "unknown config key '{}'",
+                        crate::error::shown(other)
+                    )));
                 }
             }
         }

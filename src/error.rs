@@ -78,6 +78,20 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How a caller-supplied name (an unknown JSON key, say) appears in a message: whole when it
+/// is short and cannot be a token, else cut and marked. A caller that swapped a map and put
+/// a token in key position must not get it back in an error JSON its binding logs.
+pub fn shown(name: &str) -> String {
+    if name.contains("sk-ant-") {
+        return "[redacted: looks like a token]".to_string();
+    }
+    let mut out: String = name.chars().filter(|c| !c.is_control()).take(48).collect();
+    if out.chars().count() < name.chars().count() {
+        out.push('…');
+    }
+    out
+}
+
 impl Error {
     pub fn new(status: Status, message: impl Into<String>) -> Error {
         Error {

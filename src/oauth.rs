@@ -79,11 +79,11 @@ fn oauth_error_code(body: &[u8]) -> Option<String> {
         serde_json::Value::Object(o) => o.get("type")?.as_str()?.to_string(),
         _ => return None,
     };
+    // OAuth error codes are lowercase words joined by underscores (RFC 6749 §5.2). Anything
+    // else is not echoed: a server (or proxy) may reflect the refresh token it was sent.
     let plain = !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        && code.len() <= 40
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
     plain.then_some(code)
 }
 
@@ -109,7 +109,17 @@ impl TokenEndpoint {
         }
     }
 
+    /// One refresh, tried URL by URL. A panic inside the HTTP client (ureq 2.12 panics on a
+    /// header line without a colon) is a malformed response, not a reason to retire the
+    /// pool: it becomes a transient failure like any other bad body.
     pub fn refresh(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.refresh_inner(refresh_token)
+        }))
+        .unwrap_or_else(|_| Err(transient("token endpoint sent a malformed response", None)))
+    }
+
+    fn refresh_inner(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
         let body = zeroize::Zeroizing::new(
             serde_json::json!({
                 "grant_type": "refresh_token",

@@ -64,7 +64,12 @@ impl ResolveRequest {
                         })?,
                     }
                 }
-                other => return Err(Error::invalid(format!("unknown request key '{other}'"))),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "unknown request key '{}'",
+                        crate::error::shown(other)
+                    )))
+                }
             }
         }
         Ok(r)
@@ -122,7 +127,12 @@ impl Failure {
                         ),
                     }
                 }
-                other => return Err(Error::invalid(format!("unknown failure key '{other}'"))),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "unknown failure key '{}'",
+                        crate::error::shown(other)
+                    )))
+                }
             }
         }
         f.credential_id = id
