@@ -84,10 +84,8 @@ fn fuzz_c_abi_open() {
 }
 
 /// Inputs the fuzzers flagged (fuzz/artifacts-found/<target>/), checked with the strict
-/// properties. Ignored while the findings are open; un-ignore once src/ is fixed, and
-/// move the inputs into fuzz/seeds/.
+/// properties: the regression tests of the four findings, all fixed in 0e53e6a.
 #[test]
-#[ignore = "open fuzz findings, see fuzz/artifacts-found/README.md"]
 fn fuzz_findings_strict() {
     let targets: [(&str, Check); 6] = [
         ("fuzz_config", checks::check_config),
