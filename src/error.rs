@@ -23,7 +23,8 @@ pub enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 10] = [
+    /// Every status, in value order.
+    pub const ALL: [Status; 10] = [
         Status::Ok,
         Status::InvalidArgument,
         Status::NoCredential,

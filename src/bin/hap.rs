@@ -417,17 +417,10 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct() {
-        let all = [
-            Status::InvalidArgument,
-            Status::NoCredential,
-            Status::ReauthRequired,
-            Status::Unavailable,
-            Status::LockTimeout,
-            Status::StoreCorrupt,
-            Status::Io,
-            Status::UnknownCredential,
-            Status::Internal,
-        ];
+        let all: Vec<Status> = Status::ALL
+            .into_iter()
+            .filter(|s| *s != Status::Ok)
+            .collect();
         let mut codes: Vec<u8> = all.iter().map(|s| exit_code(*s)).collect();
         codes.extend([0, 1, 2]);
         let n = codes.len();
