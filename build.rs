@@ -4,7 +4,8 @@
 //! the source tree unless asked: that keeps `cargo package` and read-only checkouts working).
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/ffi");
+    // cbindgen reads the whole crate (a pub const anywhere can reach the header).
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=HAP_UPDATE_HEADER");
     let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo");

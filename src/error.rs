@@ -23,8 +23,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// Every status, in value order.
-    pub const ALL: [Status; 10] = [
+    const ALL: [Status; 10] = [
         Status::Ok,
         Status::InvalidArgument,
         Status::NoCredential,
@@ -36,6 +35,12 @@ impl Status {
         Status::UnknownCredential,
         Status::Internal,
     ];
+
+    /// Every status, in value order. (A function, not a pub const: cbindgen would put a
+    /// pub associated const into the C header.)
+    pub fn all() -> [Status; 10] {
+        Status::ALL
+    }
 
     pub fn code(self) -> i32 {
         self as i32

@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct() {
-        let all: Vec<Status> = Status::ALL
+        let all: Vec<Status> = Status::all()
             .into_iter()
             .filter(|s| *s != Status::Ok)
             .collect();
