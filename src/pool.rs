@@ -61,10 +61,6 @@ impl Token {
         })
         .expect("plain strings and numbers serialize")
     }
-    /// The same document as a JSON value.
-    pub fn to_json(&self) -> Value {
-        serde_json::from_str(&self.to_json_string()).expect("just serialized")
-    }
 }
 
 /// What `hap_report_failure` returns.
@@ -124,6 +120,20 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// At most one credential with a token is not dead: SPEC §2's "only non-dead
+    /// credential of the pool", which is never benched for long. One rule for selection,
+    /// reports and status.
+    fn sole_live(&self) -> bool {
+        let creds_present = self.creds_pair.is_some();
+        self.rows
+            .iter()
+            .filter(|r| {
+                has_token(r, creds_present) && r.last_status.as_deref() != Some(policy::STATUS_DEAD)
+            })
+            .count()
+            <= 1
+    }
+
     /// Counts the pick and remembers the token; allocates only when either is new.
     fn note_served(&mut self, t: &Token) {
         match self.picks.get_mut(&t.credential_id) {
@@ -542,18 +552,14 @@ impl Pool {
                 .with_credential(id));
             }
         }
-        let live = v
-            .rows
-            .iter()
-            .filter(|r| has_token(r) && r.last_status.as_deref() != Some(policy::STATUS_DEAD))
-            .count();
+        let sole = v.sole_live();
         let mut next_at: Option<i64> = None;
         let mut idx: Vec<usize> = Vec::new();
         for (i, r) in v.rows.iter().enumerate() {
             if only.is_some_and(|id| id != r.id) || !has_token(r) {
                 continue;
             }
-            match policy::available_at_ms(r, live <= 1) {
+            match policy::available_at_ms(r, sole) {
                 Availability::Available => idx.push(i),
                 Availability::CoolingUntil(at) => next_at = Some(next_at.map_or(at, |n| n.min(at))),
                 Availability::Dead => {}
@@ -799,16 +805,8 @@ impl Pool {
         })?;
         let available_at_ms = match (terminal, row_after) {
             (false, Some(r)) => {
-                let v = self.lock_view();
-                let live = v
-                    .rows
-                    .iter()
-                    .filter(|x| {
-                        pair_for(x, v.creds_pair.as_ref()).is_some()
-                            && x.last_status.as_deref() != Some(policy::STATUS_DEAD)
-                    })
-                    .count();
-                match policy::available_at_ms(&r, live <= 1) {
+                let sole = self.lock_view().sole_live();
+                match policy::available_at_ms(&r, sole) {
                     Availability::CoolingUntil(at) => Some(at),
                     _ => Some(now_ms()),
                 }
@@ -844,20 +842,13 @@ impl Pool {
     /// A snapshot with no side effects and no secrets.
     pub fn status(&self) -> Result<Value> {
         let v = self.current(false, false)?;
-        let live = v
-            .rows
-            .iter()
-            .filter(|r| {
-                pair_for(r, v.creds_pair.as_ref()).is_some()
-                    && r.last_status.as_deref() != Some(policy::STATUS_DEAD)
-            })
-            .count();
+        let sole = v.sole_live();
         let creds: Vec<Value> = v
             .rows
             .iter()
             .map(|r| {
                 let pair = pair_for(r, v.creds_pair.as_ref());
-                let availability = policy::available_at_ms(r, live <= 1);
+                let availability = policy::available_at_ms(r, sole);
                 let pending = pair.as_ref().is_some_and(|p| is_rejected(r, p));
                 let last_status = if pending && r.last_status.as_deref() != Some(policy::STATUS_DEAD) {
                     Some("refresh_pending".to_string())
