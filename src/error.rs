@@ -87,12 +87,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How a caller-supplied name (an unknown JSON key, say) appears in a message: whole when it
 /// is short and cannot be a token, else cut and marked. A caller that swapped a map and put
 /// a token in key position must not get it back in an error JSON its binding logs.
+///
+/// The token check runs on the text as it will be shown (control characters removed), not
+/// on the raw name: `"s\x7fk-ant-…"` has no `sk-ant-` until the DEL is filtered out (a
+/// fuzzer finding, `fuzz/artifacts-found/fuzz_config/key-echo-control-chars`).
 pub fn shown(name: &str) -> String {
-    if name.contains("sk-ant-") {
+    let printable: String = name.chars().filter(|c| !c.is_control()).collect();
+    if printable.contains("sk-ant-") {
         return "[redacted: looks like a token]".to_string();
     }
-    let mut out: String = name.chars().filter(|c| !c.is_control()).take(48).collect();
-    if out.chars().count() < name.chars().count() {
+    let mut out: String = printable.chars().take(48).collect();
+    if out.len() < name.len() {
         out.push('…');
     }
     out
@@ -178,5 +183,38 @@ impl Error {
             m.insert("path".into(), p.to_string_lossy().into_owned().into());
         }
         serde_json::Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn shown_keeps_short_plain_names() {
+        assert_eq!(shown("pool_pth"), "pool_pth");
+    }
+
+    #[test]
+    fn shown_cuts_long_names_and_marks_them() {
+        let s = shown(&"x".repeat(100));
+        assert_eq!(s, format!("{}…", "x".repeat(48)));
+    }
+
+    #[test]
+    fn shown_redacts_tokens_hidden_by_control_characters() {
+        for name in [
+            "sk-ant-ort01-abc",
+            "=ht&s\u{7f}\u{7f}k-ant-ort01-h_sknth",
+            "s\nk-ant-oat01-x",
+            "\u{0}sk-\u{1b}ant-oat01",
+        ] {
+            assert_eq!(shown(name), "[redacted: looks like a token]", "{name:?}");
+        }
+    }
+
+    #[test]
+    fn shown_marks_removed_control_characters() {
+        assert_eq!(shown("a\u{7f}b"), "ab…");
     }
 }
