@@ -20,7 +20,7 @@ SEED=${HAP_FUZZ_SEED:-20261128}
 SCALE=${HAP_FUZZ_CI_SCALE:-1}
 # target:runs, sized from the exec/s each target reaches under ASan here (README figures).
 PLAN="fuzz_config:150000 fuzz_requests:200000 fuzz_credentials_file:140000
-fuzz_pool_file:80000 fuzz_token_response:40000 fuzz_c_abi_open:32000"
+fuzz_pool_file:80000 fuzz_token_response:40000 fuzz_token_body:400000 fuzz_c_abi_open:32000"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi

@@ -113,6 +113,8 @@ add("fuzz_config", "truncated", '{"pool_path": "/tmp/h/au')
 add("fuzz_config", "big-number", '{"lock_timeout_ms": 1e400}')
 add("fuzz_config", "negative", '{"refresh_skew_ms": -1}')
 add("fuzz_config", "dup-keys", '{"strategy": "random", "strategy": 7}')
+# Finding 5: control characters split the token prefix until display joined it again.
+add("fuzz_config", "key-echo-control-chars", b'{"=ht&s' + b"\x7f" * 106 + b'k-ant-ort01-h_sknth.0.1:":0}')
 
 # --- requests (resolve + failure JSON) --------------------------------------------------
 for name, r in [
@@ -182,6 +184,7 @@ def tr(name, status, body):
     if isinstance(body, str):
         body = body.encode()
     add("fuzz_token_response", name, bytes([SEL[status]]) + body)
+    add("fuzz_token_body", name, bytes([SEL[status]]) + body)  # same form, no socket
 tr("ok-full", 200, {"token_type": "Bearer", "access_token": A2, "refresh_token": R2,
                     "expires_in": 28800, "scope": "user:inference user:profile",
                     "organization": {"uuid": "o"}, "account": {"uuid": "a", "email_address": "e"}})

@@ -9,7 +9,7 @@ SECONDS_EACH=${1:-240}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(fuzz_config fuzz_requests fuzz_credentials_file fuzz_pool_file fuzz_token_response fuzz_c_abi_open)
+  TARGETS=(fuzz_config fuzz_requests fuzz_credentials_file fuzz_pool_file fuzz_token_response fuzz_token_body fuzz_c_abi_open)
 fi
 TOOLCHAIN=${HAP_FUZZ_TOOLCHAIN:-+nightly}
 mkdir -p logs

@@ -772,7 +772,17 @@ pub fn check_token_response(data: &[u8], strict: bool) {
     .expect("config");
     let endpoint = TokenEndpoint::new(&cfg);
     let result = endpoint.refresh(&Secret::new(SENT_REFRESH));
-    let body = body_of(data, raw);
+    check_answer(result, (!raw).then_some(status), body_of(data, raw), strict);
+}
+
+/// The properties of a token endpoint answer's meaning. `status` is what the server sent
+/// when the harness chose it (`None` for a raw HTTP response the fuzzer wrote whole).
+fn check_answer(
+    result: Result<hap::oauth::TokenResponse, RefreshError>,
+    status: Option<u16>,
+    body: &[u8],
+    strict: bool,
+) {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     match result {
         Ok(t) => {
@@ -782,7 +792,7 @@ pub fn check_token_response(data: &[u8], strict: bool) {
             if let Some(r) = &t.refresh {
                 assert_secret_hidden(r);
             }
-            if !raw {
+            if let Some(status) = status {
                 assert_eq!(status, 200, "a {status} answer gave a token");
                 let j = json.expect("a token from a body that is not JSON");
                 assert_eq!(j["access_token"].as_str(), Some(t.access.expose()));
@@ -793,7 +803,7 @@ pub fn check_token_response(data: &[u8], strict: bool) {
             assert!(!code.contains(SENT_REFRESH));
         }
         Err(RefreshError::Transient { why, .. }) => {
-            if !raw && status == 200 {
+            if status == Some(200) {
                 if let Some(a) = json
                     .as_ref()
                     .and_then(|j| j.get("access_token"))
@@ -819,6 +829,27 @@ pub fn check_token_response(data: &[u8], strict: bool) {
             assert_no_token("token endpoint error", &why, &allowed);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// fuzz_token_body
+// ---------------------------------------------------------------------------------------
+
+/// `oauth::interpret_answer` directly: the first byte picks the status (as in
+/// fuzz_token_response's non-raw form), the rest is the body. Same properties, no socket.
+pub fn check_token_body(data: &[u8], strict: bool) {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let status = STATUSES[sel as usize % STATUSES.len()];
+    let retry = (status == 429 || status == 503).then_some(30_000);
+    let result = hap::oauth::interpret_answer(status, body, retry);
+    if let Err(RefreshError::Transient { retry_after_ms, .. }) = &result {
+        if status == 429 || status >= 500 {
+            assert_eq!(*retry_after_ms, retry);
+        }
+    }
+    check_answer(result, Some(status), body, strict);
 }
 
 // ---------------------------------------------------------------------------------------
