@@ -153,6 +153,22 @@ impl Error {
         self
     }
 
+    /// `UNKNOWN_CREDENTIAL` for a caller-supplied id. The id is named through `shown` and
+    /// put in `credential_id` only when shown whole: a caller that swapped arguments and
+    /// passed a token as the id must not get it back in an error its binding logs.
+    pub fn unknown_credential(id: &str) -> Error {
+        let name = shown(id);
+        let e = Error::new(
+            Status::UnknownCredential,
+            format!("no credential '{name}' in this pool"),
+        );
+        if name == id {
+            e.with_credential(id)
+        } else {
+            e
+        }
+    }
+
     pub fn with_credential(mut self, id: &str) -> Error {
         self.credential_id = Some(id.to_string());
         self

@@ -228,8 +228,18 @@ fn not_expired(pair: &TokenPair, now: i64) -> bool {
 /// Strips anything shaped like an Anthropic token from caller-supplied text before it is
 /// stored: a caller pasting a raw API error must not put a secret into the pool file.
 fn scrub(text: &str) -> String {
+    // One line, no control characters, and the token check on what is kept: a DEL between
+    // `s` and `k-ant-` must not slip a token past the check (fuzz finding 5's lesson).
+    let text: String = text
+        .chars()
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
     let mut out = String::with_capacity(text.len().min(500));
-    let mut rest = text;
+    let mut rest = text.as_str();
     while let Some(i) = rest.find("sk-ant-") {
         out.push_str(&rest[..i]);
         out.push_str("[redacted]");
@@ -545,11 +555,7 @@ impl Pool {
         let has_token = |r: &Row| has_token(r, creds_present);
         if let Some(id) = only {
             if !v.rows.iter().any(|r| r.id == id) {
-                return Err(Error::new(
-                    Status::UnknownCredential,
-                    format!("no credential '{id}' in this pool"),
-                )
-                .with_credential(id));
+                return Err(Error::unknown_credential(id));
             }
         }
         let sole = v.sole_live();
@@ -724,13 +730,7 @@ impl Pool {
                 .iter()
                 .find(|r| r.id == f.credential_id)
                 .cloned()
-                .ok_or_else(|| {
-                    Error::new(
-                        Status::UnknownCredential,
-                        format!("no credential '{}' in this pool", f.credential_id),
-                    )
-                    .with_credential(&f.credential_id)
-                })?;
+                .ok_or_else(|| Error::unknown_credential(&f.credential_id))?;
             let served =
                 v.served.get(&row.id).map(Secret::fingerprint).or_else(|| {
                     pair_for(&row, v.creds_pair.as_ref()).map(|p| p.access.fingerprint())
@@ -768,7 +768,7 @@ impl Pool {
                     };
                     r.rejected_fingerprint = served_fp.clone();
                     r.last_error_code = Some(401);
-                    r.last_error_reason = reason.map(str::to_string);
+                    r.last_error_reason = reason.map(scrub);
                     r.last_error_message = f.message.as_deref().map(scrub);
                     Ok((true, ()))
                 })?;
@@ -794,7 +794,7 @@ impl Pool {
             r.last_status = Some(status.to_string());
             r.last_status_at = Some(now);
             r.last_error_code = Some(f.status_code as i64);
-            r.last_error_reason = reason.map(str::to_string);
+            r.last_error_reason = reason.map(scrub);
             r.last_error_message = f.message.as_deref().map(scrub);
             r.last_error_reset_at = if terminal { None } else { reset_at };
             // Remember which token was benched: a different one at the authority lifts it.

@@ -705,3 +705,53 @@ fn temp_files_of_dead_writers_are_removed() {
     assert!(!orphan.exists(), "a dead writer's temp file is cleaned up");
     assert!(live.exists(), "a live writer's temp file is never touched");
 }
+
+/// A caller that swaps arguments (a token where an id, reason or message goes) must not get
+/// the token back from an error, the status document or the pool file, even with control
+/// characters inside it.
+#[test]
+fn tokens_in_caller_supplied_strings_never_come_back() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() + HOUR);
+    let pool = h.open(&s, "");
+    let t = resolve(&pool).unwrap();
+    let leaks = |what: &str, text: &str| {
+        let visible: String = text.chars().filter(|c| !c.is_control()).collect();
+        assert!(
+            !visible.contains("sk-ant-"),
+            "{what} shows a token: {text:?}"
+        );
+    };
+    let swapped = "sk-ant-oat01-swapped\u{7f}";
+    for id in [swapped, "s\u{7f}k-ant-oat01-swapped"] {
+        let req = hap::ResolveRequest {
+            credential_id: Some(id.to_string()),
+            ..Default::default()
+        };
+        let e = pool.resolve(&req).unwrap_err();
+        assert_eq!(e.status, hap::Status::UnknownCredential);
+        assert_eq!(e.credential_id, None);
+        leaks("resolve error", &e.to_json().to_string());
+        leaks("resolve error", &e.to_string());
+        let f = json!({"credential_id": id, "status_code": 429});
+        let e = pool
+            .report_failure(&hap::Failure::from_json(Some(&f.to_string())).unwrap())
+            .unwrap_err();
+        assert_eq!(e.status, hap::Status::UnknownCredential);
+        leaks("report error", &e.to_json().to_string());
+    }
+    let f = json!({"credential_id": t.credential_id, "status_code": 429,
+                   "reason": "s\u{7f}k-ant-ort01-in-reason",
+                   "message": "upstream said s\u{7f}k-ant-oat01-in-message\nand sk-ant-oat01-plain"});
+    pool.report_failure(&hap::Failure::from_json(Some(&f.to_string())).unwrap())
+        .unwrap();
+    let status = pool.status().unwrap();
+    leaks("status", &status.to_string());
+    let row = &status["credentials"][0];
+    assert_eq!(row["last_error_reason"], "[redacted]");
+    leaks(
+        "pool file",
+        &std::fs::read_to_string(h.pool_path("")).unwrap(),
+    );
+}
