@@ -186,7 +186,8 @@ impl TokenEndpoint {
 /// What an answer of the token endpoint means, from its status, its body (already capped at
 /// 64 KiB; ignored unless the status is 200 or a 4xx other than 429) and its Retry-After.
 /// 404 and connection failures never get here: the caller moves on to the next URL.
-/// Public so that `fuzz/` can drive it without a socket (~25x faster than through HTTP).
+/// Public so that `fuzz/` can drive it without a socket (~10x the inputs per second of
+/// going through HTTP).
 pub fn interpret_answer(
     status: u16,
     body: &[u8],
