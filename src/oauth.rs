@@ -167,14 +167,20 @@ impl TokenEndpoint {
         Err(last)
     }
 
-    /// Reads what `interpret_answer` needs from a response: the body only of a 200 (a read
-    /// error is then the answer) or of a 4xx other than 429 (best effort: the OAuth code).
+    /// Reads what `interpret_answer` needs from a response: Retry-After only of a 429/5xx,
+    /// the body only of a 200 (a read error is then the answer) or of another 4xx (best
+    /// effort: the OAuth code).
     fn answer(resp: ureq::Response) -> Result<TokenResponse, RefreshError> {
         let status = resp.status();
-        let retry_after = retry_after_ms(&resp);
+        let throttled = status == 429 || status >= 500;
+        let retry_after = if throttled {
+            retry_after_ms(&resp)
+        } else {
+            None
+        };
         let body = if status == 200 {
             read_capped(resp)?
-        } else if (400..500).contains(&status) && status != 429 {
+        } else if (400..500).contains(&status) && !throttled {
             read_capped(resp).unwrap_or_default()
         } else {
             zeroize::Zeroizing::new(Vec::new())
