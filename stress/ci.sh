@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI for stress/: lint the drivers and workers, then the short stress run (stress/run_short.sh).
+# CI for stress/: lint the drivers and workers, then the short stress run (stress/run.sh --short).
 # Expects the lead's .ci/run to have built target/release; builds the rest itself.
 # Set HAP_FAULT_WORKER=target/debug/examples/hap_worker (built by `cargo test --features
 # fault-injection`) to skip the separate fault-injection release build (~3 min on 2 cores).
@@ -15,4 +15,4 @@ dbg=target/debug/examples/hap_worker
 if [[ -z ${HAP_FAULT_WORKER:-} && -x $dbg ]] && grep -q "mid_write:" "$dbg"; then
   export HAP_FAULT_WORKER=$PWD/$dbg
 fi
-bash stress/run_short.sh
+bash stress/run.sh --short
