@@ -107,7 +107,7 @@ class IoError(HapError, OSError):
 
 
 class UnknownCredential(HapError, KeyError):
-    """``report_failure`` named a ``credential_id`` the pool does not have."""
+    """``resolve_token`` or ``report_failure`` named a ``credential_id`` the pool lacks."""
 
     STATUS = 8
 
