@@ -331,9 +331,14 @@ impl Pool {
         Instant::now() + Duration::from_millis(self.cfg.lock_timeout_ms)
     }
 
-    pub(crate) fn lock_file(&self, path: &std::path::Path, deadline: Instant) -> Result<FileLock> {
+    /// Takes a store's locks: `paths` as `lock_paths()` lists them (one per spelling).
+    pub(crate) fn lock_file(
+        &self,
+        paths: &[std::path::PathBuf],
+        deadline: Instant,
+    ) -> Result<FileLock> {
         let mut waited = false;
-        let l = FileLock::acquire(path, deadline, self.cfg.lock_timeout_ms, &mut waited);
+        let l = FileLock::acquire_all(paths, deadline, self.cfg.lock_timeout_ms, &mut waited);
         if waited {
             bump(&self.counters.lock_waits);
         }
@@ -517,7 +522,7 @@ impl Pool {
                 let lock = match held {
                     Some(l) => l,
                     None => {
-                        own = self.lock_file(&pf.lock_path(), self.deadline())?;
+                        own = self.lock_file(&pf.lock_paths()?, self.deadline())?;
                         &own
                     }
                 };

@@ -242,6 +242,22 @@ impl PoolFile {
         crate::config::Config::pool_lock_path(&self.path)
     }
 
+    /// Every `auth.lock` a writer of this file takes, nearest the symlink target first,
+    /// ending with [`lock_path`](Self::lock_path) (Hermes'); see
+    /// `CredentialsFile::lock_paths`.
+    pub fn lock_paths(&self) -> Result<Vec<PathBuf>> {
+        Ok(fsio::link_chain(&self.path)?
+            .iter()
+            .rev()
+            .map(|p| crate::config::Config::pool_lock_path(p))
+            .collect())
+    }
+
+    /// The file the path resolves to, which hap's journal is keyed on.
+    pub fn target(&self) -> Result<PathBuf> {
+        Ok(fsio::link_chain(&self.path)?.pop().expect("never empty"))
+    }
+
     pub fn stamp(&self) -> Result<Option<FileStamp>> {
         fsio::stamp(&self.path)
     }

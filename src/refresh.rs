@@ -121,13 +121,15 @@ impl Pool {
     }
 
     fn journal(&self, a: &Authority) -> Result<Journal> {
+        // Keyed on the file the store path resolves to: a symlink and its target are one
+        // store with one journal (issue 10, item 12).
         let store = match a {
-            Authority::Credentials => self.creds.as_ref().map(|c| c.path().to_path_buf()),
-            Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.path().to_path_buf()),
+            Authority::Credentials => self.creds.as_ref().map(|c| c.target()),
+            Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.target()),
         };
         store
+            .ok_or_else(|| Error::internal("refresh of a row without an authority"))?
             .map(|s| Journal::for_store(&s))
-            .ok_or_else(|| Error::internal("refresh of a row without an authority"))
     }
 
     /// Step 1: in-process single flight around the transaction.
@@ -196,7 +198,7 @@ impl Pool {
                     .creds
                     .as_ref()
                     .expect("borrowed rows need a credentials file");
-                let l = self.lock_file(&creds.lock_path(), deadline)?;
+                let l = self.lock_file(&creds.lock_paths()?, deadline)?;
                 let dir = if self.cfg.claude_code_lock {
                     let mut waited = false;
                     let d = RefreshLockDir::acquire(
@@ -224,7 +226,7 @@ impl Pool {
                     .as_ref()
                     .expect("owned rows live in a pool file");
                 Ok(Held {
-                    pool: Some(self.lock_file(&pf.lock_path(), deadline)?),
+                    pool: Some(self.lock_file(&pf.lock_paths()?, deadline)?),
                     _refresh_dir: None,
                     _creds: None,
                 })

@@ -771,7 +771,7 @@ fn doctor_warns_about_permissions_symlinks_locks_and_expiry() {
 
     let r = Hap::new(&home, None).run(&["doctor", "--json"]).expect(0);
     let all = findings(&r);
-    assert!(has(&all, "info", "is a symlink to"), "{all:#?}");
+    assert!(has(&all, "warn", "is a symlink to"), "{all:#?}");
     assert!(
         has(&all, "warn", "is mode 0644, wider than 0600"),
         "{all:#?}"

@@ -83,18 +83,27 @@ fn age_ms(m: &fs::Metadata) -> Option<i64> {
     )
 }
 
-/// Reads a store's bytes and parses them as JSON; the bytes are zeroed when dropped.
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
-    match fs::read(path) {
-        Ok(bytes) => {
+/// Why a store's JSON could not be had.
+enum Unreadable {
+    /// The library refused to read it (not a regular file, too large, ...): its message.
+    Io(String),
+    /// The bytes are not JSON: serde_json's message.
+    NotJson(String),
+}
+
+/// Reads a store's bytes and parses them as JSON; the bytes are zeroed when dropped. Read as
+/// the library reads stores: a FIFO there must not hang doctor, a huge file is not loaded.
+fn read_json(path: &Path) -> Result<Option<Value>, Unreadable> {
+    match hap::fsio::read_with_stamp(path) {
+        Ok(Some((bytes, _))) => {
             let bytes = zeroize::Zeroizing::new(bytes);
             // serde_json's syntax errors give positions, never the text around them.
             serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| e.to_string())
+                .map_err(|e| Unreadable::NotJson(e.to_string()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Unreadable::Io(e.message)),
     }
 }
 
@@ -258,12 +267,25 @@ impl Doctor<'_> {
         };
         if link.file_type().is_symlink() {
             match fs::canonicalize(&path) {
-                Ok(target) => self.info(
+                // hap locks and journals the target, so both spellings share one refresh;
+                // Claude Code does not: its first refresh replaces the link with a regular
+                // file, and from then on the target is a stale copy.
+                Ok(target) => self.warn(
                     "credentials",
                     format!(
-                        "{} is a symlink to {}: supported (hap replaces the target and keeps the link)",
+                        "{} is a symlink to {}: hap keeps the link, but Claude Code replaces it \
+                         with a regular file on its first refresh, stranding every process \
+                         configured with {} on a login that is no longer refreshed",
                         path.display(),
+                        target.display(),
                         target.display()
+                    ),
+                    format!(
+                        "configure every process with {} (never the target), or make it a \
+                         regular file: cp --remove-destination {} {}",
+                        sh(&path),
+                        sh(&target),
+                        sh(&path)
                     ),
                 ),
                 Err(e) => {
@@ -407,7 +429,15 @@ impl Doctor<'_> {
                 return;
             }
             Ok(None) => return,
-            Err(e) => {
+            Err(Unreadable::Io(e)) => {
+                self.error(
+                    "pool",
+                    e,
+                    "fix what the message names; hap reads only regular files of at most 16 MiB",
+                );
+                return;
+            }
+            Err(Unreadable::NotJson(e)) => {
                 self.error(
                     "pool",
                     format!("{} cannot be parsed ({e})", path.display()),
@@ -681,7 +711,9 @@ impl Doctor<'_> {
             .collect();
         let live = self.store_refresh_fingerprints();
         for store in stores {
-            let j = Journal::for_store(&store);
+            // hap keys the journal on the file a symlinked store resolves to.
+            let real = hap::fsio::write_target(&store).unwrap_or_else(|_| store.clone());
+            let j = Journal::for_store(&real);
             let jp = j.path().to_path_buf();
             if fs::symlink_metadata(&jp).is_err() {
                 continue;
@@ -854,12 +886,7 @@ impl Doctor<'_> {
         }
         let age = age_ms(&m).unwrap_or(0);
         // hap leaves `<dir>.hap-owner` ("pid inode ctime") beside a lock it holds.
-        let mut owner_name = dir.file_name().unwrap_or_default().to_os_string();
-        owner_name.push(".hap-owner");
-        let owner_pid = fs::read_to_string(dir.with_file_name(owner_name))
-            .ok()
-            .and_then(|t| t.split_whitespace().next()?.parse::<i32>().ok())
-            .filter(|p| *p > 0);
+        let owner_pid = hap::lock::owner_pid(dir);
         if let Some(pid) = owner_pid.filter(|p| !pid_alive(*p)) {
             self.warn(
                 "locks",
