@@ -47,28 +47,50 @@ pub struct Config {
     pub adopt_external_logins: bool,
 }
 
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
+/// A directory named by an environment variable, when set and non-empty. A relative one
+/// is refused as a relative store path is: `HOME=relhome hap status` read stores relative
+/// to each process's working directory, splitting the session (issue 10, item 13).
+fn env_dir(var: &str) -> Result<Option<PathBuf>> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(v) if !Path::new(&v).is_absolute() => Err(Error::invalid(format!(
+            "{var} is a relative path ('{}'): set {var} to an absolute path, or give \
+             pool_path and credentials_path explicitly",
+            crate::error::shown(&v.to_string_lossy())
+        ))),
+        v => Ok(v.map(PathBuf::from)),
+    }
 }
 
-fn env_dir(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+fn home() -> Result<Option<PathBuf>> {
+    env_dir("HOME")
+}
+
+/// `$HERMES_HOME/auth.json`, else `~/.hermes/auth.json`.
+fn default_pool_path() -> Result<Option<PathBuf>> {
+    let dir = match env_dir("HERMES_HOME")? {
+        Some(d) => Some(d),
+        None => home()?.map(|h| h.join(".hermes")),
+    };
+    Ok(dir.map(|d| d.join("auth.json")))
+}
+
+/// `$CLAUDE_CONFIG_DIR/.credentials.json`, else `~/.claude/.credentials.json`.
+fn default_credentials_path() -> Result<Option<PathBuf>> {
+    let dir = match env_dir("CLAUDE_CONFIG_DIR")? {
+        Some(d) => Some(d),
+        None => home()?.map(|h| h.join(".claude")),
+    };
+    Ok(dir.map(|d| d.join(".credentials.json")))
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             provider: "anthropic".into(),
-            pool_path: env_dir("HERMES_HOME")
-                .or_else(|| home().map(|h| h.join(".hermes")))
-                .map(|d| d.join("auth.json")),
-            credentials_path: env_dir("CLAUDE_CONFIG_DIR")
-                .or_else(|| home().map(|h| h.join(".claude")))
-                .map(|d| d.join(".credentials.json")),
+            // Unusable variables (relative) give no default here; `from_map` reports them
+            // when the default is actually needed.
+            pool_path: default_pool_path().ok().flatten(),
+            credentials_path: default_credentials_path().ok().flatten(),
             token_urls: DEFAULT_TOKEN_URLS.iter().map(|s| s.to_string()).collect(),
             client_id: DEFAULT_CLIENT_ID.into(),
             user_agent: format!("hap/{}", env!("CARGO_PKG_VERSION")),
@@ -106,7 +128,7 @@ pub fn store_path(key: &str, raw: &str) -> Result<PathBuf> {
         )));
     }
     let path = if raw == "~" || raw.starts_with("~/") {
-        let h = home().ok_or_else(|| {
+        let h = home()?.ok_or_else(|| {
             Error::invalid(format!(
                 "config key '{key}' starts with ~ but HOME is not set"
             ))
@@ -248,6 +270,12 @@ impl Config {
                     )));
                 }
             }
+        }
+        if !m.contains_key("pool_path") {
+            c.pool_path = default_pool_path()?;
+        }
+        if !m.contains_key("credentials_path") {
+            c.credentials_path = default_credentials_path()?;
         }
         if c.pool_path.is_none() && c.credentials_path.is_none() {
             // Defaults resolve from HOME; without one and without explicit paths there is
