@@ -48,7 +48,7 @@ pub fn stamp(path: &Path) -> Result<Option<FileStamp>> {
 /// The largest store hap reads. Stores are a few KiB of JSON; without a cap a 6 GiB sparse
 /// credentials file made the host abort on allocation failure (issue 10, item 8), and 2 GiB
 /// cost 2 GiB of memory and 9-15 s per read.
-pub const MAX_STORE_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_STORE_BYTES: u64 = 16 << 20;
 
 fn not_regular(path: &Path) -> Error {
     Error::new(
