@@ -338,16 +338,17 @@ impl RefreshLockDir {
     ) -> Result<RefreshLockDir> {
         crate::fsio::ensure_parent(path)?;
         let mut attempt = 0;
-        // Why the last stale lock could not be removed. A lock nobody can remove is a held
-        // lock: a regular file at the path, a non-empty directory, another user's
-        // directory in a sticky one once made `acquire` retry at 100% CPU forever, past
-        // its deadline, holding `.credentials.lock` (issue 10, item 6).
-        let mut stuck: Option<String> = None;
         loop {
             match fs::DirBuilder::new().mode(0o700).create(path) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     *waited = true;
+                    // Why a stale lock could not be removed. A lock nobody can remove is a
+                    // held lock: a regular file at the path, a non-empty directory, another
+                    // user's directory in a sticky one once made `acquire` retry at 100% CPU
+                    // forever, past its deadline, holding `.credentials.lock` (issue 10,
+                    // item 6).
+                    let mut stuck = None;
                     if Self::is_stale(path) || left_by_dead_hap(path) {
                         // The holder died without releasing. Remove and retake; if a
                         // sibling beat us to it, mkdir fails again and we wait on theirs.
@@ -413,10 +414,9 @@ impl RefreshLockDir {
         let not_dir = fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir());
         if let Some(why) = stuck {
             e.message = format!(
-                "{} is a stale lock (untouched for over {} s) that hap cannot remove ({why}); \
-                 no refresh can run until it is gone: remove it (rm -r {})",
+                "{} is a stale lock (its holder is gone) that hap cannot remove ({why}); no \
+                 refresh can run until it is gone: remove it (rm -r {})",
                 path.display(),
-                REFRESH_LOCK_STALE.as_secs(),
                 path.display()
             );
         } else if not_dir {
