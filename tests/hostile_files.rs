@@ -94,6 +94,25 @@ fn stale_refresh_lock_that_cannot_be_removed_times_out_and_names_it() {
         A1,
         "no refresh ran without Claude Code's lock"
     );
+    // And doctor calls it an error with the same fix, not a lock that clears by itself.
+    let r = hap_creds(
+        h.dir.path(),
+        &h.creds_path(),
+        NO_SERVER,
+        &["doctor", "--json"],
+    );
+    r.expect(1);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["level"] == "error"
+                && f["what"].as_str().unwrap().contains("stale but not empty")
+                && f["fix"] == format!("rm -r {}", s(&lock))),
+        "{doc:#}"
+    );
 }
 
 #[test]

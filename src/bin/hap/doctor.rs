@@ -885,6 +885,20 @@ impl Doctor<'_> {
             return;
         }
         let age = age_ms(&m).unwrap_or(0);
+        // Stale but beyond rmdir: hap and Claude Code wait on it until their deadline.
+        let not_empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+        if age > STALE_LOCK_MS && not_empty {
+            self.error(
+                "locks",
+                format!(
+                    "{} is stale but not empty: neither hap nor Claude Code can remove it, so \
+                     every refresh times out (HAP_STATUS_LOCK_TIMEOUT)",
+                    dir.display()
+                ),
+                format!("rm -r {}", sh(dir)),
+            );
+            return;
+        }
         // hap leaves `<dir>.hap-owner` ("pid inode ctime") beside a lock it holds.
         let owner_pid = hap::lock::owner_pid(dir);
         if let Some(pid) = owner_pid.filter(|p| !pid_alive(*p)) {
