@@ -141,7 +141,7 @@ func (p *Pool) ResolveToken(opts ResolveOptions) (Token, error) {
 	if err := json.Unmarshal([]byte(out), &w); err != nil {
 		// Never wrap err: its text could quote the result, which holds the token.
 		return Token{}, &Error{Status: CodeInternal, Name: "HAP_STATUS_INTERNAL",
-			Message: "resolve result is not the JSON ABI.md describes"}
+			Message: "resolve result is not the JSON docs/ABI.md describes"}
 	}
 	return Token{
 		CredentialID: w.CredentialID,
@@ -185,7 +185,7 @@ type FailureResult struct {
 // CredentialState is a credential's last_status.
 type CredentialState string
 
-// Credential states of ABI.md. "" is a credential with no status yet.
+// Credential states of docs/ABI.md. "" is a credential with no status yet.
 const (
 	StateOK             CredentialState = "ok"
 	StateRefreshPending CredentialState = "refresh_pending"

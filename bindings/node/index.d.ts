@@ -1,6 +1,6 @@
 // Types for hap-oauth (CommonJS; also importable from ESM).
 
-/** libhap configuration (ABI.md `hap_pool_open`). Every key is optional. */
+/** libhap configuration (docs/ABI.md, `hap_pool_open`). Every key is optional. */
 export interface PoolConfig {
   /** Pool key inside the pool file (`credential_pool.<provider>`). Default "anthropic". */
   provider?: string;

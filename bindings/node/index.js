@@ -114,7 +114,7 @@ class Pool {
   #maxConcurrentCalls;
 
   /**
-   * @param config libhap config (ABI.md), camelCase or snake_case keys, or a JSON string.
+   * @param config libhap config (docs/ABI.md), camelCase or snake_case keys, or a JSON string.
    * @param options binding options: { maxConcurrentCalls }.
    */
   constructor(config = undefined, options = {}) {

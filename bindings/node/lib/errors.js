@@ -73,7 +73,7 @@ const NAME_BY_STATUS = new Map(Object.entries(Status).map(([k, v]) => [v, `HAP_S
 // Build the error for a non-zero status from libhap's error JSON (which may be
 // null when the caller passed no error_out, or unparsable if something is badly
 // wrong). Any status this package does not know is a generic HapError, as
-// ABI.md asks.
+// docs/ABI.md asks.
 function errorFromStatus(status, errorJson) {
   let detail = {};
   if (errorJson) {
