@@ -36,7 +36,7 @@ class ReauthRequiredError extends HapError {}
 class UnavailableError extends HapError {}
 class LockTimeoutError extends HapError {}
 class StoreCorruptError extends HapError {}
-class StoreIoError extends HapError {}
+class IoError extends HapError {}
 class UnknownCredentialError extends HapError {}
 class InternalError extends HapError {}
 
@@ -48,7 +48,7 @@ for (const Cls of [
   UnavailableError,
   LockTimeoutError,
   StoreCorruptError,
-  StoreIoError,
+  IoError,
   UnknownCredentialError,
   InternalError,
 ]) {
@@ -63,7 +63,7 @@ const CLASS_BY_STATUS = new Map([
   [Status.UNAVAILABLE, UnavailableError],
   [Status.LOCK_TIMEOUT, LockTimeoutError],
   [Status.STORE_CORRUPT, StoreCorruptError],
-  [Status.IO, StoreIoError],
+  [Status.IO, IoError],
   [Status.UNKNOWN_CREDENTIAL, UnknownCredentialError],
   [Status.INTERNAL, InternalError],
 ]);
@@ -118,7 +118,9 @@ module.exports = {
   UnavailableError,
   LockTimeoutError,
   StoreCorruptError,
-  StoreIoError,
+  IoError,
+  /** @deprecated The same class as IoError (docs/GLOSSARY.md); kept for existing code. */
+  StoreIoError: IoError,
   UnknownCredentialError,
   InternalError,
   PoolClosedError,
