@@ -2,7 +2,7 @@
 """Writes the hand-made seed inputs of every fuzz target into fuzz/seeds/<target>/.
 
 Realistic documents: Claude Code's credentials file, Hermes Agent's auth.json with several
-providers and unknown keys, the configs of ABI.md, token endpoint answers. Fake tokens stay
+providers and unknown keys, the configs of docs/ABI.md, token endpoint answers. Fake tokens stay
 short (a long sk-ant-...01- string looks real to the commit hook). Re-run after editing;
 the files are committed, and tests/fuzz_corpus.rs replays them with the corpus.
 """

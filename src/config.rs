@@ -1,4 +1,4 @@
-//! `hap_pool_open`'s configuration: every key of ABI.md, its default, and validation that
+//! `hap_pool_open`'s configuration: every key of docs/ABI.md, its default, and validation that
 //! names the offending key. Unknown or ill-typed keys are refused rather than ignored, so a
 //! typo cannot silently point a process at another store.
 

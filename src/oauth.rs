@@ -1,6 +1,6 @@
 //! The token endpoint: one `grant_type=refresh_token` POST, tried URL by URL.
 //!
-//! Rules (SPEC §4.5, §5): JSON body; next URL only on 404 or a connection failure (a request
+//! Rules (docs/SPEC.md): JSON body; next URL only on 404 or a connection failure (a request
 //! that may have reached a server may have spent the token, so it is never repeated
 //! elsewhere); no redirects; bodies over 64 KiB refused; TLS verified (rustls, webpki
 //! roots); `http://` only to loopback (enforced at config time). No response body and no

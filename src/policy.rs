@@ -1,4 +1,4 @@
-//! The rules of SPEC §2: when a credential may be used again after a failure.
+//! docs/SPEC.md, "States of a credential": when a credential may be used again after a failure.
 //!
 //! | state       | selectable            | left by                                          |
 //! |-------------|-----------------------|--------------------------------------------------|

@@ -120,7 +120,7 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// At most one credential with a token is not dead: SPEC §2's "only non-dead
+    /// At most one credential with a token is not dead: docs/SPEC.md's "only non-dead
     /// credential of the pool", which is never benched for long. One rule for selection,
     /// reports and status.
     fn sole_live(&self) -> bool {
@@ -461,7 +461,7 @@ impl Pool {
         Ok(())
     }
 
-    /// SPEC §3.2: seed a `claude_code` row for a login found in the credentials file, and
+    /// "Resolve" step 2 (docs/SPEC.md): seed a `claude_code` row for a credentials-file login, and
     /// lift a bench from any row whose authority now holds a different token (a re-login or
     /// a sibling's rotation), at once, without waiting out the cooldown.
     fn sync(&self) -> Result<()> {
@@ -616,7 +616,7 @@ impl Pool {
         }
     }
 
-    /// SPEC §3: sync, pick, return a valid token, refreshing when it needs it.
+    /// docs/SPEC.md, "Resolve": sync, pick, return a valid token, refreshing when it needs it.
     pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
         bump(&self.counters.resolves);
         let min_validity = req.min_validity_ms.unwrap_or(self.cfg.refresh_skew_ms);
@@ -710,7 +710,7 @@ impl Pool {
         }
         match self.refresh(&row, &pair, force, min_validity) {
             Ok(out) => Ok(Self::token_of(&row, out.pair, out.refreshed)),
-            // SPEC §3.5: a failed refresh still serves an access token that has not expired.
+            // docs/SPEC.md, "Resolve" step 5: a failed refresh still serves an unexpired token.
             Err(e)
                 if not_expired(&pair, now_ms())
                     && !is_rejected(&row, &pair)
@@ -726,7 +726,7 @@ impl Pool {
         }
     }
 
-    /// SPEC §2: what a caller saw when it used a token.
+    /// docs/SPEC.md, "Reporting a failure": what a caller saw when it used a token.
     pub fn report_failure(&self, f: &Failure) -> Result<FailureOutcome> {
         let (row, served) = {
             let v = self.current(true, false)?;

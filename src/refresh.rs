@@ -1,4 +1,4 @@
-//! The refresh transaction (SPEC §4): exactly one POST per rotation, machine-wide.
+//! The refresh transaction of docs/SPEC.md: exactly one POST per rotation, machine-wide.
 //!
 //! Read this file top to bottom; it is the whole story.
 //!

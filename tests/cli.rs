@@ -2,7 +2,7 @@
 //!
 //! Every run checks that no token reaches stdout or stderr; only `hap token`'s own stdout
 //! may carry one. The homes are found the way a user's are: through `HERMES_HOME` and
-//! `CLAUDE_CONFIG_DIR` (ABI.md's defaults), not through options.
+//! `CLAUDE_CONFIG_DIR` (docs/ABI.md's defaults), not through options.
 
 mod common;
 

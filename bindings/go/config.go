@@ -11,7 +11,7 @@ import (
 // Strategy picks among the usable credentials of a pool.
 type Strategy string
 
-// The strategies of ABI.md.
+// The strategies of docs/ABI.md.
 const (
 	FillFirst  Strategy = "fill_first" // lowest priority first (the default)
 	RoundRobin Strategy = "round_robin"
@@ -19,7 +19,7 @@ const (
 	Random     Strategy = "random"
 )
 
-// Config mirrors the config JSON of hap_pool_open (ABI.md). The zero value of
+// Config mirrors the config JSON of hap_pool_open (docs/ABI.md). The zero value of
 // every field means "the library's default", so Config{} opens the user's own
 // ~/.hermes/auth.json and ~/.claude/.credentials.json. Only fields that are set
 // are sent to the library.
@@ -128,7 +128,7 @@ func durationMS(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
-// UnmarshalJSON reads the config JSON of ABI.md into c, so a config shared with
+// UnmarshalJSON reads the config JSON of docs/ABI.md into c, so a config shared with
 // programs in other languages can be opened from Go. A null pool_path or
 // credentials_path sets NoPoolFile / NoCredentialsFile; null elsewhere means
 // the default. Unknown keys are an error naming the key, as in the library.

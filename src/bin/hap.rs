@@ -56,7 +56,7 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct Global {
-    /// JSON file with hap_pool_open config keys (ABI.md); the options below override it.
+    /// JSON file with hap_pool_open config keys (docs/ABI.md); the options below override it.
     #[arg(long, value_name = "FILE.json", global = true)]
     config: Option<PathBuf>,
     /// The credential pool file [default: $HERMES_HOME/auth.json, else ~/.hermes/auth.json].
