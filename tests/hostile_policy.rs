@@ -358,3 +358,42 @@ fn child_watch_lifecycle() {
 fn one_shot_resolve_starts_no_watch_and_free_does_not_wait() {
     in_child("child_watch_lifecycle", &[("HAP_FAULT", "watch_teardown")]);
 }
+
+// --- Item 17: bench/race.py on its own ---------------------------------------------------
+
+/// Run on its own (no bench/run_all.sh before it), race.py died with a traceback about
+/// bench/build/race_worker. It now builds its C worker (here into a temp dir) against the
+/// libhap this `cargo test` built, and runs one race of one process.
+#[test]
+fn race_py_builds_its_worker_and_runs_on_its_own() {
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().parent().unwrap().join("libhap.so");
+    assert!(
+        lib.exists(),
+        "{} missing: `cargo build --features fault-injection --lib` first (scripts/test does)",
+        lib.display()
+    );
+    let build = tempfile::tempdir().unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("bench/race.py"))
+        .args([
+            "--tools",
+            "hap-c",
+            "--n",
+            "1",
+            "--reps",
+            "1",
+            "--latency-ms",
+            "0",
+        ])
+        .env("HAP_BENCH_BUILD_DIR", build.path())
+        .env("HAP_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "race.py failed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("race.py: building:"), "{stderr}");
+    assert!(build.path().join("race_worker").exists());
+    assert!(stdout.contains("hap-c"), "{stdout}");
+}
