@@ -90,10 +90,10 @@ fn want_str<'a>(key: &str, v: &'a Value) -> Result<&'a str> {
 /// Upper bound of `refresh_skew_ms` and of a request's `min_validity_ms`: a day, longer
 /// than any access token lives. Bounds exist because a value of 2^63 or more turned
 /// negative in the freshness test and served an expired token as valid (issue 10).
-pub const MAX_VALIDITY_MS: u64 = 86_400_000;
+pub(crate) const MAX_VALIDITY_MS: u64 = 86_400_000;
 /// Upper bound of `lock_timeout_ms` and `http_timeout_ms`: an hour. A timeout near
 /// `u64::MAX` overflowed the deadline it is added to.
-pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+pub(crate) const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// An integer key in `min..=max`, or an error that names the key and the range.
 pub(crate) fn ms_in_range(key: &str, what: &str, v: &Value, min: u64, max: u64) -> Result<u64> {

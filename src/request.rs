@@ -93,9 +93,9 @@ impl ResolveRequest {
 
 /// The latest `reset_at` accepted: the last second of year 9999. Anything later is not a
 /// time anyone meant (and the cooldown is capped at 24 h anyway).
-pub const MAX_RESET_AT_S: f64 = 253_402_300_799.0;
+pub(crate) const MAX_RESET_AT_S: f64 = 253_402_300_799.0;
 /// The longest `retry_after_s` accepted: a year.
-pub const MAX_RETRY_AFTER_S: f64 = 31_536_000.0;
+pub(crate) const MAX_RETRY_AFTER_S: f64 = 31_536_000.0;
 
 const RESET_AT_RULE: &str =
     "'reset_at' must be epoch seconds, epoch milliseconds or ISO-8601, from 1970 to the year 9999";
