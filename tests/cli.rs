@@ -1103,12 +1103,13 @@ fn without_hermes_nothing_is_created_under_dot_hermes() {
         "refreshed from the login alone"
     );
     let id = t.json()["credential_id"].as_str().unwrap().to_string();
-    run_cmd(hap_at_home(
+    let r = run_cmd(hap_at_home(
         bin,
         root,
         &["report", "--credential", &id, "--status", "429", "--json"],
     ))
     .expect(0);
+    assert!(r.stderr.contains("no other process sees"), "{}", r.stderr);
     let d = run_cmd(hap_at_home(bin, root, &["doctor", "--json"])).expect(0);
     let all = findings(&d);
     assert!(

@@ -334,6 +334,14 @@ fn token(cfg: Config, req: ResolveRequest, json: bool) -> Result<ExitCode, Error
 fn report(cfg: Config, f: Failure, json: bool) -> Result<ExitCode, Error> {
     let pool = Pool::open(cfg)?;
     let o = pool.report_failure(&f)?;
+    if pool.config().pool_path.is_none() {
+        // No pool file (--no-pool, or no Hermes directory): the verdict lives in this
+        // process's memory and ends with it.
+        eprintln!(
+            "hap: note: no pool file, so no other process sees this verdict (it ends with this \
+             process); `hap doctor` explains"
+        );
+    }
     if json {
         outln(&o.to_json().to_string());
         return Ok(ExitCode::SUCCESS);
