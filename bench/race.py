@@ -29,6 +29,12 @@ still works afterwards (one probe POST, made after the counters are read), keys 
 the credentials file and from the auth.json files, and whether every file still parses.
 Prints one table (medians over --reps; counts as min..max) and exits 1 when a hap race broke
 its promise (POSTs != 1, a process without a token, a dropped key or a dead session).
+
+Builds what the hap tools need before the first race, saying each command it runs:
+libhap (`HAP_LIBRARY_PATH` if set, else `cargo build --release --lib` when
+target/release/libhap.so is missing) and bench/build/race_worker (`cc -O2 ... race_worker.c`
+when missing or older than its source, hap.h or libhap; `HAP_BENCH_BUILD_DIR` puts it
+elsewhere). bench/run_all.sh builds the same things first.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
+BUILD = Path(os.environ.get("HAP_BENCH_BUILD_DIR") or BENCH / "build")
 TOOLS = ("hap-c", "hap-python", "hermes")
 
 CREDENTIALS = {
@@ -95,9 +102,58 @@ def refresh_token_alive(token_url: str, refresh_token: str) -> bool:
         return False
 
 
+def run_build_step(cmd: list[str]) -> None:
+    print(f"race.py: building: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    if subprocess.run(cmd, cwd=REPO).returncode != 0:
+        raise SystemExit(f"race.py: build step failed: {' '.join(cmd)}")
+
+
+def ensure_built(tools: list[str]) -> Path | None:
+    """libhap and the C worker, built when missing or stale (run on its own, race.py died
+    with a traceback about bench/build/race_worker). Returns libhap's path."""
+    if not any(t.startswith("hap-") for t in tools):
+        return None
+    override = os.environ.get("HAP_LIBRARY_PATH")
+    lib = Path(override) if override else REPO / "target" / "release" / "libhap.so"
+    if not lib.is_file():
+        if override:
+            raise SystemExit(
+                f"race.py: HAP_LIBRARY_PATH={override} does not exist; build it "
+                "(cargo build --release --lib) or unset it"
+            )
+        run_build_step(["cargo", "build", "--release", "--lib"])
+    if "hap-c" in tools:
+        worker = BUILD / "race_worker"
+        inputs = [BENCH / "race_worker.c", REPO / "include" / "hap.h", lib]
+        stale = not worker.exists() or any(
+            p.stat().st_mtime > worker.stat().st_mtime for p in inputs
+        )
+        if stale:
+            BUILD.mkdir(parents=True, exist_ok=True)
+            run_build_step(
+                [
+                    os.environ.get("CC", "cc"),
+                    "-O2",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-I",
+                    str(REPO / "include"),
+                    str(BENCH / "race_worker.c"),
+                    "-L",
+                    str(lib.parent),
+                    "-lhap",
+                    f"-Wl,-rpath,{lib.parent}",
+                    "-o",
+                    str(worker),
+                ]
+            )
+    return lib
+
+
 def worker_cmd(tool: str, hermes_python: str | None) -> list[str]:
     if tool == "hap-c":
-        return [str(BENCH / "build" / "race_worker")]
+        return [str(BUILD / "race_worker")]
     if tool == "hap-python":
         return [sys.executable, str(BENCH / "hap_race_worker.py")]
     if not hermes_python:
@@ -111,7 +167,9 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
-def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> dict:
+def one_race(
+    tool: str, n: int, latency_ms: int, hermes_python: str | None, lib: Path | None
+) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"hap-race-{tool}-{n}-") as tmp:
         home = Path(tmp) / "home"
         creds_path = home / ".claude" / ".credentials.json"
@@ -155,6 +213,7 @@ def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> d
                         env["BENCH_FAKE_BASE"] = base
                     else:
                         env["PYTHONPATH"] = str(REPO / "bindings" / "python")
+                        env["HAP_LIBRARY_PATH"] = str(lib)
                         env["HAP_BENCH_CONFIG"] = json.dumps(
                             {
                                 "pool_path": str(prof / "auth.json"),
@@ -339,6 +398,7 @@ def main() -> int:
         if t not in TOOLS:
             ap.error(f"unknown tool {t!r}")
     ns = [int(x) for x in args.n.split(",")]
+    lib = ensure_built(tools)
 
     runs: list[dict] = []
     summary: list[dict] = []
@@ -346,7 +406,7 @@ def main() -> int:
         for tool in tools:
             group = []
             for rep in range(args.reps):
-                r = one_race(tool, n, args.latency_ms, args.hermes_python)
+                r = one_race(tool, n, args.latency_ms, args.hermes_python, lib)
                 print(
                     f"  race {tool} N={n} rep {rep + 1}: {r['wall_ms']} ms, POSTs {r['posts']}, "
                     f"invalid_grant {r['invalid_grant']}, no token {r['no_token']}",

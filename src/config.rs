@@ -109,9 +109,25 @@ fn want_str<'a>(key: &str, v: &'a Value) -> Result<&'a str> {
         .ok_or_else(|| Error::invalid(format!("config key '{key}' must be a string")))
 }
 
-fn want_u64(key: &str, v: &Value) -> Result<u64> {
+/// Upper bound of `refresh_skew_ms` and of a request's `min_validity_ms`: a day, longer
+/// than any access token lives. Bounds exist because a value of 2^63 or more turned
+/// negative in the freshness test and served an expired token as valid (issue 10).
+pub(crate) const MAX_VALIDITY_MS: u64 = 86_400_000;
+/// Upper bound of `lock_timeout_ms` and `http_timeout_ms`: an hour. A timeout near
+/// `u64::MAX` overflowed the deadline it is added to.
+pub(crate) const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// An integer key in `min..=max`, or an error that names the key and the range.
+pub(crate) fn ms_in_range(key: &str, what: &str, v: &Value, min: u64, max: u64) -> Result<u64> {
     v.as_u64()
-        .ok_or_else(|| Error::invalid(format!("config key '{key}' must be a non-negative integer")))
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| range_error(key, what, min, max))
+}
+
+pub(crate) fn range_error(key: &str, what: &str, min: u64, max: u64) -> Error {
+    Error::invalid(format!(
+        "{what}'{key}' must be an integer from {min} to {max} (milliseconds)"
+    ))
 }
 
 fn want_bool(key: &str, v: &Value) -> Result<bool> {
@@ -240,7 +256,9 @@ impl Config {
                 }
                 "client_id" => c.client_id = want_str(key, v)?.to_string(),
                 "user_agent" => c.user_agent = want_str(key, v)?.to_string(),
-                "refresh_skew_ms" => c.refresh_skew_ms = want_u64(key, v)?,
+                "refresh_skew_ms" => {
+                    c.refresh_skew_ms = ms_in_range(key, "config key ", v, 0, MAX_VALIDITY_MS)?
+                }
                 "strategy" => {
                     c.strategy = match want_str(key, v)? {
                         "fill_first" => Strategy::FillFirst,
@@ -254,12 +272,11 @@ impl Config {
                         }
                     }
                 }
-                "lock_timeout_ms" => c.lock_timeout_ms = want_u64(key, v)?,
+                "lock_timeout_ms" => {
+                    c.lock_timeout_ms = ms_in_range(key, "config key ", v, 0, MAX_TIMEOUT_MS)?
+                }
                 "http_timeout_ms" => {
-                    c.http_timeout_ms = want_u64(key, v)?;
-                    if c.http_timeout_ms == 0 {
-                        return Err(Error::invalid("config key 'http_timeout_ms' must be > 0"));
-                    }
+                    c.http_timeout_ms = ms_in_range(key, "config key ", v, 1, MAX_TIMEOUT_MS)?
                 }
                 "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
                 "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
@@ -286,7 +303,24 @@ impl Config {
                 ));
             }
         }
+        c.check_ranges()?;
         Ok(c)
+    }
+
+    /// The numeric ranges `from_map` enforces, for a `Config` built in Rust (the CLI, or any
+    /// Rust caller): `Pool::open` checks them too, so no path skips them.
+    pub fn check_ranges(&self) -> Result<()> {
+        let keys = [
+            ("refresh_skew_ms", self.refresh_skew_ms, 0, MAX_VALIDITY_MS),
+            ("lock_timeout_ms", self.lock_timeout_ms, 0, MAX_TIMEOUT_MS),
+            ("http_timeout_ms", self.http_timeout_ms, 1, MAX_TIMEOUT_MS),
+        ];
+        for (key, v, min, max) in keys {
+            if !(min..=max).contains(&v) {
+                return Err(range_error(key, "config key ", min, max));
+            }
+        }
+        Ok(())
     }
 
     /// `auth.json` -> `auth.lock`: the sibling file Hermes itself locks.

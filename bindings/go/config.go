@@ -31,7 +31,8 @@ type Config struct {
 	Provider string
 
 	// PoolPath is the Hermes auth.json pool file (default $HERMES_HOME/auth.json,
-	// else ~/.hermes/auth.json). NoPoolFile sends null instead: no pool file,
+	// else ~/.hermes/auth.json; unused when that directory does not exist, so
+	// hap creates nothing there). NoPoolFile sends null instead: no pool file,
 	// only the credentials file. Setting both is an invalid argument.
 	PoolPath   string
 	NoPoolFile bool
@@ -50,11 +51,11 @@ type Config struct {
 	UserAgent string // User-Agent on the token endpoint (default "hap/<version>")
 
 	// RefreshSkew: refresh when the access token expires within this
-	// (default 2 minutes).
+	// (default 2 minutes, at most 24 h).
 	RefreshSkew time.Duration
 	Strategy    Strategy      // default FillFirst
-	LockTimeout time.Duration // longest wait for any lock (default 25 s)
-	HTTPTimeout time.Duration // per token-endpoint request (default 10 s)
+	LockTimeout time.Duration // longest wait for any lock (default 25 s, at most 1 h)
+	HTTPTimeout time.Duration // per token-endpoint request (default 10 s, at most 1 h)
 
 	// DisableClaudeCodeLock turns off taking Claude Code's own refresh lock
 	// (claude_code_lock = false).

@@ -4,7 +4,7 @@
 export interface PoolConfig {
   /** Pool key inside the pool file (`credential_pool.<provider>`). Default "anthropic". */
   provider?: string;
-  /** Hermes auth.json; null = no pool file. Default $HERMES_HOME/auth.json or ~/.hermes/auth.json. */
+  /** Hermes auth.json; null = no pool file. Default $HERMES_HOME/auth.json or ~/.hermes/auth.json (unused when that directory does not exist). */
   poolPath?: string | null;
   /** Claude Code's .credentials.json; null = none. */
   credentialsPath?: string | null;
@@ -12,12 +12,12 @@ export interface PoolConfig {
   tokenUrls?: string[];
   clientId?: string;
   userAgent?: string;
-  /** Refresh when the access token expires within this. Default 120000. */
+  /** Refresh when the access token expires within this. Default 120000, at most 86400000. */
   refreshSkewMs?: number;
   strategy?: 'fill_first' | 'round_robin' | 'least_used' | 'random';
-  /** Longest wait for any lock. Default 25000. */
+  /** Longest wait for any lock. Default 25000, at most 3600000. */
   lockTimeoutMs?: number;
-  /** Per token-endpoint request. Default 10000. */
+  /** Per token-endpoint request. Default 10000, 1 to 3600000. */
   httpTimeoutMs?: number;
   /** Also take Claude Code's own refresh lock. Default true. */
   claudeCodeLock?: boolean;

@@ -176,8 +176,12 @@ enum Command {
 
 fn parse_reset_at_s(text: &str) -> Result<f64, String> {
     if let Some(rel) = text.trim().strip_prefix('+') {
-        let ms = parse_duration_ms(rel)?;
-        return Ok((hap::clock::now_ms() + ms as i64) as f64 / 1000.0);
+        // Checked: `+99999999999999d` wrapped to a time before 1970.
+        let at = i64::try_from(parse_duration_ms(rel)?)
+            .ok()
+            .and_then(|ms| hap::clock::now_ms().checked_add(ms))
+            .ok_or_else(|| format!("'{text}' is too far ahead"))?;
+        return Ok(at as f64 / 1000.0);
     }
     hap::policy::parse_reset_at_s(&Value::String(text.to_string()))
         .ok_or_else(|| format!("'{text}' is not epoch seconds, epoch ms, ISO-8601 or +DURATION"))
@@ -330,6 +334,14 @@ fn token(cfg: Config, req: ResolveRequest, json: bool) -> Result<ExitCode, Error
 fn report(cfg: Config, f: Failure, json: bool) -> Result<ExitCode, Error> {
     let pool = Pool::open(cfg)?;
     let o = pool.report_failure(&f)?;
+    if pool.config().pool_path.is_none() {
+        // No pool file (--no-pool, or no Hermes directory): the verdict lives in this
+        // process's memory and ends with it.
+        eprintln!(
+            "hap: note: no pool file, so no other process sees this verdict (it ends with this \
+             process); `hap doctor` explains"
+        );
+    }
     if json {
         outln(&o.to_json().to_string());
         return Ok(ExitCode::SUCCESS);
