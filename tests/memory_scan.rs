@@ -1,0 +1,244 @@
+//! No token copy survives in a host's memory once hap has handed it over and been freed
+//! (issue 10, item 14: a scan of a C host after `hap_free` and `hap_pool_free` found the new
+//! access token 5 times, the new refresh token twice and the spent one once).
+//!
+//! A C host (tests/c/memory_scan.c, linked against the libhap.so this `cargo test` built)
+//! refreshes an expired login, frees the result and the pool, says "ready" and waits. This
+//! process then reads every readable-writable mapping of the host through
+//! /proc/<pid>/maps and /proc/<pid>/mem (heap, anonymous mappings, thread stacks, the
+//! writable data of every library) and counts the tokens in it.
+//!
+//! The tokens are long and new on every run, so no stale copy of an earlier run and no
+//! constant in a binary can match. The host never sees one except through hap: the test
+//! writes the credentials file, the config carries paths and a URL only, and the host checks
+//! the result in place and prints nothing but "ready".
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// `sk-ant-<kind>01-fake-memscan-<role>-<96 random hex>`: unmistakably fake, unique to the run.
+fn token(kind: &str, role: &str) -> String {
+    let mut raw = [0u8; 48];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut raw)
+        .unwrap();
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sk-ant-{kind}01-fake-memscan-{role}-{hex}")
+}
+
+fn lib_dir() -> PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(
+        dir.join("libhap.so").exists(),
+        "{} has no libhap.so",
+        dir.display()
+    );
+    dir
+}
+
+fn build_host(out: &std::path::Path) -> PathBuf {
+    let exe = out.join("memory_scan");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let lib = lib_dir();
+    // No sanitizers: ASan's allocator would keep freed blocks in its own quarantine and add
+    // its own copies of nothing useful; this host must use the allocator real hosts use.
+    let status = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-D_DEFAULT_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+        ])
+        .args(["-O1", "-g"])
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(repo().join("tests/c/memory_scan.c"))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lhap")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .expect("a C compiler");
+    assert!(status.success(), "tests/c/memory_scan.c does not compile");
+    exe
+}
+
+/// One readable-writable mapping of the host: where it is and what /proc calls it.
+struct Region {
+    start: u64,
+    end: u64,
+    name: String,
+}
+
+fn writable_regions(pid: u32) -> Vec<Region> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut regions = Vec::new();
+    for line in maps.lines() {
+        // start-end perms offset dev inode [name]
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let name = fields.nth(3).unwrap_or("").to_string();
+        if !perms.starts_with("rw") || name.starts_with("[vvar") || name == "[vsyscall]" {
+            continue;
+        }
+        let (s, e) = range.split_once('-').unwrap();
+        regions.push(Region {
+            start: u64::from_str_radix(s, 16).unwrap(),
+            end: u64::from_str_radix(e, 16).unwrap(),
+            name: if name.is_empty() {
+                "anonymous".into()
+            } else {
+                name
+            },
+        });
+    }
+    regions
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    // Every token starts with "sk-ant-"; jump from one 's' to the next instead of comparing
+    // at every offset (the host maps tens of MiB, mostly zero pages).
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(off) = haystack[i..].iter().position(|&b| b == needle[0]) {
+        let at = i + off;
+        if haystack[at..].starts_with(needle) {
+            n += 1;
+        }
+        i = at + 1;
+    }
+    n
+}
+
+/// Occurrences of each needle in the host's writable memory, with where they were found.
+fn scan(pid: u32, needles: &[(&str, &str)]) -> Vec<(String, usize, Vec<String>)> {
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let regions = writable_regions(pid);
+    assert!(
+        regions.iter().any(|r| r.name == "[heap]") || regions.len() > 3,
+        "no writable mapping found in /proc/{pid}/maps"
+    );
+    let mut found: Vec<(String, usize, Vec<String>)> = needles
+        .iter()
+        .map(|(role, _)| (role.to_string(), 0, Vec::new()))
+        .collect();
+    let mut scanned = 0u64;
+    for r in &regions {
+        let mut buf = vec![0u8; (r.end - r.start) as usize];
+        // A mapping can vanish or be unreadable (a guard page); skip what the kernel refuses.
+        if mem.read_exact_at(&mut buf, r.start).is_err() {
+            continue;
+        }
+        scanned += buf.len() as u64;
+        for (i, (_, needle)) in needles.iter().enumerate() {
+            let c = count(&buf, needle.as_bytes());
+            if c > 0 {
+                found[i].1 += c;
+                found[i].2.push(format!("{}x {} @{:x}", c, r.name, r.start));
+            }
+        }
+    }
+    assert!(scanned > 0, "could not read the host's memory");
+    found
+}
+
+#[test]
+fn no_token_copy_survives_hap_free_and_hap_pool_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = build_host(dir.path());
+
+    let old_access = token("oat", "old-access");
+    let spent = token("ort", "spent-refresh");
+    let new_access = token("oat", "new-access");
+    let new_refresh = token("ort", "new-refresh");
+
+    let s = FakeServer::start();
+    // The server's own tokens are short; script one answer that carries this run's long ones.
+    s.script(json!([{ "status": 200, "body": {
+        "token_type": "Bearer",
+        "access_token": new_access,
+        "refresh_token": new_refresh,
+        "expires_in": 3600,
+        "scope": "user:inference user:profile"
+    }}]));
+    let home = Home::new();
+    home.write_creds(&old_access, &spent, now_ms() - 60_000);
+    let cfg = home.config(&s, "");
+    let canary = home.creds_path().to_str().unwrap().to_string();
+
+    let mut child = Command::new(&host)
+        .arg(cfg.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line != "ready\n" {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the host did not get ready ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let found = scan(
+        child.id(),
+        &[
+            ("new access token", &new_access),
+            ("new refresh token", &new_refresh),
+            ("spent refresh token", &spent),
+            ("old access token", &old_access),
+            // Positive control: the host's argv (on its main stack) holds the config, so a
+            // scan that reads the stack finds the credentials path there.
+            ("control: credentials path in argv", &canary),
+        ],
+    );
+
+    child.stdin.take().unwrap().write_all(b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "host: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The refresh really happened through hap, with this run's tokens.
+    assert_eq!(s.posts(), 1);
+    assert_eq!(home.creds_access(), new_access);
+
+    let (control, tokens) = found.split_last().unwrap();
+    assert!(
+        control.2.iter().any(|w| w.contains("[stack]")),
+        "the scan did not find the host's argv on its stack: {control:?}"
+    );
+    let report: Vec<String> = tokens
+        .iter()
+        .map(|(role, n, r#where)| format!("{role}: {n} {where:?}"))
+        .collect();
+    eprintln!("memory scan of the C host: {report:#?} ({control:?})");
+    assert!(
+        tokens.iter().all(|(_, n, _)| *n == 0),
+        "token copies left in the host's memory after hap_free and hap_pool_free: {report:#?}"
+    );
+}
