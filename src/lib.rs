@@ -3,6 +3,7 @@
 //!
 //! The safe core is plain Rust; raw pointers live only in [`ffi`].
 
+pub mod alloc;
 pub mod clock;
 pub mod config;
 pub mod credentials;

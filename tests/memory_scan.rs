@@ -32,10 +32,10 @@ fn token(kind: &str, role: &str) -> String {
     format!("sk-ant-{kind}01-fake-memscan-{role}-{hex}")
 }
 
+/// The libhap.so of this very `cargo test` build: `deps/`, beside the test binary.
+/// (`target/debug/libhap.so` is only refreshed by `cargo build`, so it may be stale.)
 fn lib_dir() -> PathBuf {
     let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
         .unwrap()
         .parent()
         .unwrap()
@@ -183,6 +183,9 @@ fn no_token_copy_survives_hap_free_and_hap_pool_free() {
 
     let mut child = Command::new(&host)
         .arg(cfg.to_string())
+        // cargo's LD_LIBRARY_PATH names target/debug first, whose libhap.so only `cargo
+        // build` refreshes; it would win over the host's rpath. Load this build's library.
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -201,6 +204,14 @@ fn no_token_copy_survives_hap_free_and_hap_pool_free() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+    let loaded = lib_dir().join("libhap.so");
+    assert!(
+        maps.contains(loaded.to_str().unwrap()),
+        "the host did not load {}:\n{maps}",
+        loaded.display()
+    );
 
     let found = scan(
         child.id(),
