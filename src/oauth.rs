@@ -99,6 +99,10 @@ impl TokenEndpoint {
     pub fn new(cfg: &Config) -> TokenEndpoint {
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
+            // No idle connection is kept: its read buffer would hold the last answer, both
+            // tokens in clear, for as long as the pool is open (tests/memory_scan.rs), and a
+            // refresh comes once an hour, long after a kept connection would be of use.
+            .max_idle_connections(0)
             .timeout(Duration::from_millis(cfg.http_timeout_ms))
             .user_agent(&cfg.user_agent)
             .build();

@@ -19,7 +19,7 @@ use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 /// `sk-ant-<kind>01-fake-memscan-<role>-<96 random hex>`: unmistakably fake, unique to the run.
 fn token(kind: &str, role: &str) -> String {
@@ -111,18 +111,26 @@ fn writable_regions(pid: u32) -> Vec<Region> {
 }
 
 fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    // Every token starts with "sk-ant-"; jump from one 's' to the next instead of comparing
-    // at every offset (the host maps tens of MiB, mostly zero pages).
     let mut n = 0;
-    let mut i = 0;
-    while let Some(off) = haystack[i..].iter().position(|&b| b == needle[0]) {
-        let at = i + off;
-        if haystack[at..].starts_with(needle) {
-            n += 1;
+    let mut rest = haystack;
+    loop {
+        // glibc's memmem: a debug build of a byte loop would take seconds per MiB here.
+        // SAFETY: both pointers and lengths come from live slices, which memmem only reads.
+        let hit = unsafe {
+            libc::memmem(
+                rest.as_ptr().cast(),
+                rest.len(),
+                needle.as_ptr().cast(),
+                needle.len(),
+            )
+        };
+        if hit.is_null() {
+            return n;
         }
-        i = at + 1;
+        n += 1;
+        let at = hit as usize - rest.as_ptr() as usize;
+        rest = &rest[at + 1..];
     }
-    n
 }
 
 /// Occurrences of each needle in the host's writable memory, with where they were found.
@@ -154,7 +162,34 @@ fn scan(pid: u32, needles: &[(&str, &str)]) -> Vec<(String, usize, Vec<String>)>
         }
     }
     assert!(scanned > 0, "could not read the host's memory");
+    eprintln!(
+        "scanned {} KiB of {} mappings",
+        scanned / 1024,
+        regions.len()
+    );
     found
+}
+
+/// The host's next line on stdout; its stderr in the panic when it died instead.
+fn expect_line(child: &mut Child, out: &mut BufReader<ChildStdout>, want: &str) {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    if line != want {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!(
+            "the host said {line:?}, not {want:?} ({:?}): {err}",
+            child.wait()
+        );
+    }
+}
+
+fn report(found: &[(String, usize, Vec<String>)]) -> Vec<String> {
+    found
+        .iter()
+        .map(|(role, n, r#where)| format!("{role}: {n} {where:?}"))
+        .collect()
 }
 
 #[test]
@@ -166,6 +201,8 @@ fn no_token_copy_survives_hap_free_and_hap_pool_free() {
     let spent = token("ort", "spent-refresh");
     let new_access = token("oat", "new-access");
     let new_refresh = token("ort", "new-refresh");
+    // Only the token endpoint's answer carries this: a copy of it is a copy of that answer.
+    let answer_marker = token("answer", "marker");
 
     let s = FakeServer::start();
     // The server's own tokens are short; script one answer that carries this run's long ones.
@@ -174,7 +211,8 @@ fn no_token_copy_survives_hap_free_and_hap_pool_free() {
         "access_token": new_access,
         "refresh_token": new_refresh,
         "expires_in": 3600,
-        "scope": "user:inference user:profile"
+        "scope": "user:inference user:profile",
+        "memscan": answer_marker
     }}]));
     let home = Home::new();
     home.write_creds(&old_access, &spent, now_ms() - 60_000);
@@ -191,20 +229,21 @@ fn no_token_copy_survives_hap_free_and_hap_pool_free() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line != "ready\n" {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "the host did not get ready ({:?}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let needles = [
+        ("new access token", new_access.as_str()),
+        ("new refresh token", &new_refresh),
+        ("spent refresh token", &spent),
+        ("old access token", &old_access),
+        ("token endpoint's answer", &answer_marker),
+        // Positive control: the host's argv (on its main stack) holds the config, so a
+        // scan that reads the stack finds the credentials path there.
+        ("control: credentials path in argv", &canary),
+    ];
 
+    // 1. The pool is open and holds its tokens, as it must; a copy of the endpoint's answer
+    // (a keep-alive connection's read buffer) is of no use to anyone.
+    expect_line(&mut child, &mut out, "open\n");
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
     let loaded = lib_dir().join("libhap.so");
     assert!(
@@ -212,44 +251,42 @@ fn no_token_copy_survives_hap_free_and_hap_pool_free() {
         "the host did not load {}:\n{maps}",
         loaded.display()
     );
+    let open = scan(child.id(), &needles);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"c").unwrap();
 
-    let found = scan(
-        child.id(),
-        &[
-            ("new access token", &new_access),
-            ("new refresh token", &new_refresh),
-            ("spent refresh token", &spent),
-            ("old access token", &old_access),
-            // Positive control: the host's argv (on its main stack) holds the config, so a
-            // scan that reads the stack finds the credentials path there.
-            ("control: credentials path in argv", &canary),
-        ],
-    );
-
-    child.stdin.take().unwrap().write_all(b"").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "host: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // 2. After hap_pool_free: nothing.
+    expect_line(&mut child, &mut out, "ready\n");
+    let freed = scan(child.id(), &needles);
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "host: {status:?}");
     // The refresh really happened through hap, with this run's tokens.
     assert_eq!(s.posts(), 1);
     assert_eq!(home.creds_access(), new_access);
 
-    let (control, tokens) = found.split_last().unwrap();
-    assert!(
-        control.2.iter().any(|w| w.contains("[stack]")),
-        "the scan did not find the host's argv on its stack: {control:?}"
+    for found in [&open, &freed] {
+        let control = found.last().unwrap();
+        assert!(
+            control.2.iter().any(|w| w.contains("[stack]")),
+            "the scan did not find the host's argv on its stack: {control:?}"
+        );
+    }
+    eprintln!(
+        "memory scan of the C host, pool open: {:#?}\nafter hap_free and hap_pool_free: {:#?}",
+        report(&open),
+        report(&freed)
     );
-    let report: Vec<String> = tokens
-        .iter()
-        .map(|(role, n, r#where)| format!("{role}: {n} {where:?}"))
-        .collect();
-    eprintln!("memory scan of the C host: {report:#?} ({control:?})");
+    assert_eq!(
+        open[4].1,
+        0,
+        "the token endpoint's answer is still in memory after the refresh: {:#?}",
+        report(&open)
+    );
+    let (_, tokens) = freed.split_last().unwrap();
     assert!(
         tokens.iter().all(|(_, n, _)| *n == 0),
-        "token copies left in the host's memory after hap_free and hap_pool_free: {report:#?}"
+        "token copies left in the host's memory after hap_free and hap_pool_free: {:#?}",
+        report(&freed)
     );
 }

@@ -1,9 +1,10 @@
 /* A C host whose memory tests/memory_scan.rs scans for token copies after hap is done.
  * usage: memory_scan <config_json>
  *
- * Opens a pool on an expired login, resolves once (hap refreshes), hap_free's the result,
- * hap_pool_free's the pool, then writes "ready\n" to stdout and blocks until stdin closes.
- * The scanner reads /proc/<pid>/mem meanwhile.
+ * Opens a pool on an expired login, resolves once (hap refreshes) and hap_free's the result;
+ * writes "open\n" and waits for a byte on stdin (the scanner looks at the open pool); then
+ * hap_pool_free's the pool, writes "ready\n" and blocks until stdin closes (the scanner
+ * looks again).
  *
  * This host must never hold a token copy of its own, or the scan would blame hap for it:
  * it never prints, copies or receives a token (the config carries paths and a URL only; the
@@ -45,14 +46,15 @@ int main(int argc, char **argv) {
   }
   hap_free(result);
   hap_free(err);
-  hap_pool_free(pool);
   if (!refreshed) {
     say("the resolve did not refresh\n");
     return 1;
   }
 
-  if (write(1, "ready\n", 6) != 6) return 1;
   char buf[16];
+  if (write(1, "open\n", 5) != 5 || read(0, buf, 1) != 1) return 1;
+  hap_pool_free(pool);
+  if (write(1, "ready\n", 6) != 6) return 1;
   while (read(0, buf, sizeof buf) > 0) {
   }
   return 0;
