@@ -23,7 +23,9 @@
 //!
 //! What it cannot reach (the README's "What stays in memory" says it to users): stack
 //! frames and registers, kernel socket buffers and the page cache, and memory anything
-//! outside Rust allocates.
+//! outside Rust allocates. For the stack, the token POST, whose frames hold the most (the
+//! request body, TLS records, the answer being parsed), runs on a thread that zeroes its
+//! stack with [`scrub_stack`] before it ends.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::mem::MaybeUninit;
@@ -97,6 +99,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Zeroing<A> {
         // On failure the old block is left as it was, as the contract requires.
         new
     }
+}
+
+/// How much of its own stack a thread zeroes with [`scrub_stack`].
+pub(crate) const SCRUB_STACK: usize = 128 * 1024;
+
+/// Zeroes the [`SCRUB_STACK`] bytes below the caller's frame: the dead frames of whatever the
+/// caller called last. Only for a thread whose stack is known to be larger than that plus
+/// its frames so far (hap's own POST thread, `oauth.rs`); a host thread's may not be.
+#[inline(never)]
+pub(crate) fn scrub_stack() {
+    let mut frame = [MaybeUninit::<u8>::uninit(); SCRUB_STACK];
+    // The slice impl (one memset and a barrier), not the array one (a write per byte).
+    frame.as_mut_slice().zeroize();
 }
 
 #[cfg(test)]
