@@ -146,7 +146,9 @@ impl std::fmt::Debug for Found {
 fn scan(pid: u32, needles: &[(&'static str, &str)]) -> Vec<Found> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let regions = writable_regions(&maps);
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap_or_else(|e| {
+        panic!("cannot open /proc/{pid}/mem ({e}): a parent may read its child's memory unless kernel.yama.ptrace_scope is 2 or 3")
+    });
     let mut found: Vec<Found> = needles
         .iter()
         .map(|(what, _)| Found {
