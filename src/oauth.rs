@@ -40,6 +40,15 @@ pub struct TokenEndpoint {
     client_id: String,
 }
 
+/// Stack of the POST thread. A refresh goes ~28 KiB deep in a release build over TLS
+/// (~64 KiB over plain HTTP in a debug build): crate::alloc::SCRUB_STACK (128 KiB) covers
+/// it with room to spare, and the scrub itself must fit below the thread's first frames.
+const POST_STACK: usize = 512 * 1024;
+
+fn malformed() -> RefreshError {
+    transient("token endpoint sent a malformed response", None)
+}
+
 fn transient(why: impl Into<String>, http_status: Option<u16>) -> RefreshError {
     RefreshError::Transient {
         why: why.into(),
@@ -99,6 +108,10 @@ impl TokenEndpoint {
     pub fn new(cfg: &Config) -> TokenEndpoint {
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
+            // No idle connection is kept: its read buffer would hold the last answer, both
+            // tokens in clear, for as long as the pool is open (tests/memory_scan.rs), and a
+            // refresh comes once an hour, long after a kept connection would be of use.
+            .max_idle_connections(0)
             .timeout(Duration::from_millis(cfg.http_timeout_ms))
             .user_agent(&cfg.user_agent)
             .build();
@@ -109,14 +122,38 @@ impl TokenEndpoint {
         }
     }
 
-    /// One refresh, tried URL by URL. A panic inside the HTTP client (ureq 2.12 panics on a
-    /// header line without a colon) is a malformed response, not a reason to retire the
-    /// pool: it becomes a transient failure like any other bad body.
+    /// One refresh, tried URL by URL, on a short-lived thread of its own whose stack is
+    /// zeroed before it ends. The request body, with the refresh token, passes through an
+    /// 8 KiB stack buffer (`std::io::copy` inside ureq), and TLS and JSON parsing leave
+    /// bytes in dead frames too: on the caller's thread they would stay in the host's stack
+    /// (found there by tests/memory_scan.rs), and a host thread's stack cannot be zeroed
+    /// safely because its size is unknown; this one's is known. If no thread can be
+    /// started, the POST runs on the caller's thread as before.
     pub fn refresh(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
+        std::thread::scope(|s| {
+            let post = std::thread::Builder::new()
+                .name("hap-refresh".into())
+                .stack_size(POST_STACK)
+                .spawn_scoped(s, || {
+                    let r = self.post(refresh_token);
+                    crate::alloc::scrub_stack();
+                    r
+                });
+            match post {
+                Ok(thread) => thread.join().unwrap_or_else(|_| Err(malformed())),
+                Err(_) => self.post(refresh_token),
+            }
+        })
+    }
+
+    /// A panic inside the HTTP client (ureq 2.12 panics on a header line without a colon) is
+    /// a malformed response, not a reason to retire the pool: it becomes a transient failure
+    /// like any other bad body.
+    fn post(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.refresh_inner(refresh_token)
         }))
-        .unwrap_or_else(|_| Err(transient("token endpoint sent a malformed response", None)))
+        .unwrap_or_else(|_| Err(malformed()))
     }
 
     fn refresh_inner(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
