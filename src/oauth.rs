@@ -4,7 +4,9 @@
 //! that may have reached a server may have spent the token, so it is never repeated
 //! elsewhere); no redirects; bodies over 64 KiB refused; TLS verified (rustls, webpki
 //! roots); `http://` only to loopback (enforced at config time). No response body and no
-//! token ever reaches an error message.
+//! token ever reaches an error message. The POST itself is `oauth/http.rs`: a wall-clock
+//! deadline that still reads an answer already waiting in the socket, and an outcome that
+//! says whether the request went out (and so whether the token may be spent).
 
 use crate::config::Config;
 use crate::secret::Secret;

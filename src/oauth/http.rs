@@ -199,7 +199,11 @@ fn target(raw: &str) -> Result<Target, PostError> {
     })
 }
 
-fn connect(t: &Target, deadline: Instant) -> Result<Conn, PostError> {
+fn connect(
+    t: &Target,
+    deadline: Instant,
+    tls: impl FnOnce() -> Arc<rustls::ClientConfig>,
+) -> Result<Conn, PostError> {
     let addrs: Vec<_> = (t.host.as_str(), t.port)
         .to_socket_addrs()
         .map_err(|_| PostError::Unreachable("cannot resolve the token endpoint's host".into()))?
@@ -231,7 +235,7 @@ fn connect(t: &Target, deadline: Instant) -> Result<Conn, PostError> {
     }
     let name = rustls::pki_types::ServerName::try_from(t.host.clone())
         .map_err(|_| PostError::Unreachable("token URL host is not a valid TLS name".into()))?;
-    let mut conn = rustls::ClientConnection::new(tls_config(), name)
+    let mut conn = rustls::ClientConnection::new(tls(), name)
         .map_err(|_| PostError::Unreachable("cannot start TLS".into()))?;
     let mut sock = sock;
     while conn.is_handshaking() {
@@ -515,9 +519,21 @@ fn read_body(input: &mut Input, from: usize, framing: Framing, max: usize) -> Bo
 
 /// Sends one POST and reads its answer. See the module comment for the deadline's rule.
 pub fn post(req: &Request<'_>) -> Result<Reply, PostError> {
-    let deadline = Instant::now() + req.timeout;
+    post_with(req, tls_config)
+}
+
+/// `post` with the TLS configuration to use for https (tests trust their own root).
+fn post_with(
+    req: &Request<'_>,
+    tls: impl FnOnce() -> Arc<rustls::ClientConfig>,
+) -> Result<Reply, PostError> {
+    // Checked: `Instant + Duration` panics on overflow (a timeout of u64::MAX ms).
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(req.timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
     let t = target(req.url)?;
-    let mut conn = connect(&t, deadline)?;
+    let mut conn = connect(&t, deadline, tls)?;
 
     let mut out = Zeroizing::new(Vec::with_capacity(512 + req.body.len()));
     out.extend_from_slice(
@@ -793,6 +809,22 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_too_large_for_the_clock_is_not_a_panic() {
+        let url = serve(|mut s| {
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        });
+        let r = post(&Request {
+            url: &url,
+            user_agent: "hap-test",
+            body: b"{}",
+            timeout: Duration::from_millis(u64::MAX),
+            max_body: 1024,
+            want_body: |_| true,
+        });
+        assert_eq!(r.unwrap().status, 204);
+    }
+
+    #[test]
     fn a_dripping_answer_fails_at_the_deadline() {
         let url = serve(|mut s| {
             for b in b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" {
@@ -805,5 +837,139 @@ mod tests {
         let t0 = Instant::now();
         assert!(matches!(post_to(&url, 300), Err(PostError::NoAnswer(_))));
         assert!(t0.elapsed() < Duration::from_millis(1500));
+    }
+
+    // --- TLS, against a rustls server on 127.0.0.1 with a throwaway self-signed
+    // certificate (testing/tls/, for localhost and 127.0.0.1) that only these tests trust.
+
+    const CERT: &[u8] = include_bytes!("../../testing/tls/localhost-cert.der");
+    const KEY: &[u8] = include_bytes!("../../testing/tls/localhost-key.der");
+
+    fn trusting_the_test_root() -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(CERT))
+            .unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(
+                rustls::crypto::ring::default_provider().into(),
+            )
+            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    }
+
+    /// A one-shot TLS server: handshake, read the request, then `answer` on the stream.
+    fn serve_tls(
+        answer: impl FnOnce(&mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>)
+            + Send
+            + 'static,
+    ) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (sock, _) = l.accept().unwrap();
+            let cfg = rustls::ServerConfig::builder_with_provider(
+                rustls::crypto::ring::default_provider().into(),
+            )
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(CERT)],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(KEY.to_vec().into()),
+            )
+            .unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(cfg)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while head_end(&req).is_none_or(|end| req.len() < end + 7) {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            answer(&mut tls);
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        });
+        port
+    }
+
+    fn post_tls(url: &str, timeout_ms: u64) -> Result<Reply, PostError> {
+        post_with(
+            &Request {
+                url,
+                user_agent: "hap-test",
+                body: br#"{"x":1}"#,
+                timeout: Duration::from_millis(timeout_ms),
+                max_body: 1024,
+                want_body: |_| true,
+            },
+            trusting_the_test_root,
+        )
+    }
+
+    #[test]
+    fn a_post_over_tls_reads_the_answer() {
+        let port = serve_tls(|s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap();
+        });
+        let r = post_tls(&format!("https://localhost:{port}/v1/oauth/token"), 5000).unwrap();
+        assert_eq!(body(r), b"hello");
+    }
+
+    #[test]
+    fn a_certificate_nobody_trusts_is_unreachable() {
+        let port = serve_tls(|_| {});
+        let url = format!("https://localhost:{port}/v1/oauth/token");
+        match post(&Request {
+            url: &url,
+            user_agent: "hap-test",
+            body: b"{}",
+            timeout: Duration::from_secs(5),
+            max_body: 1024,
+            want_body: |_| true,
+        }) {
+            Err(PostError::Unreachable(why)) => assert!(why.contains("TLS"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Item 2 over TLS: the deadline passed while the answer's records sat in the socket.
+    #[test]
+    fn a_tls_answer_already_waiting_is_read_after_the_deadline() {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let port = serve_tls(move |s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap();
+            s.flush().unwrap();
+            ready_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let t = target(&format!("https://localhost:{port}/x")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut conn = connect(&t, deadline, trusting_the_test_root).unwrap();
+        conn.write_all(
+            b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 7\r\n\r\n{\"x\":1}",
+        )
+        .unwrap();
+        conn.flush().unwrap();
+        ready_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let input = Input {
+            conn,
+            buf: Zeroizing::new(Vec::with_capacity(MAX_HEAD + 2048)),
+            deadline: Instant::now() - Duration::from_secs(5),
+            draining: false,
+            eof: false,
+        };
+        let r = read_reply(input, 1024, |_| true).unwrap();
+        assert_eq!(body(r), b"hello");
     }
 }
