@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 const KEEP_ENTRIES: usize = 16;
 const KEEP_SPENT: usize = 64;
 const KEEP_POSTS: usize = 16;
-pub const VERSION: u32 = 2;
+const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Entry {

@@ -20,7 +20,7 @@ const DEFAULT_EXPIRES_IN_S: i64 = 3600;
 /// (Anthropic's are 8 hours). A larger `expires_in` is clamped to this: 9.3e15 once wrapped
 /// `expiresAt` negative in Claude Code's file (a token "fresh" forever) and, in a debug
 /// build, panicked after the POST and lost the pair (issue 10, item 4).
-pub const MAX_EXPIRES_IN_S: i64 = 365 * 24 * 3600;
+pub(crate) const MAX_EXPIRES_IN_S: i64 = 365 * 24 * 3600;
 
 #[derive(Debug)]
 pub struct TokenResponse {
