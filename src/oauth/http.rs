@@ -351,31 +351,39 @@ impl Head {
 
 fn parse_head(bytes: &[u8]) -> Result<Head, String> {
     let malformed = |what: &str| format!("the token endpoint sent a malformed answer ({what})");
-    let text = std::str::from_utf8(bytes).map_err(|_| malformed("head is not text"))?;
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let status_line = lines.next().unwrap_or("");
+    let mut lines = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let status_line = lines.next().unwrap_or(b"");
     let rest = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix(b"HTTP/1.0 "))
         .ok_or_else(|| malformed("status line"))?;
     let code = rest.get(..3).ok_or_else(|| malformed("status line"))?;
-    if !code.bytes().all(|b| b.is_ascii_digit()) || rest.len() > 3 && !rest[3..].starts_with(' ') {
+    if !code.iter().all(u8::is_ascii_digit) || rest.get(3).is_some_and(|&b| b != b' ') {
         return Err(malformed("status line"));
     }
-    let status: u16 = code.parse().map_err(|_| malformed("status line"))?;
+    let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
     let mut headers = Vec::new();
     for line in lines {
         if line.is_empty() {
             break;
         }
-        let (name, value) = line
-            .split_once(':')
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
             .ok_or_else(|| malformed("header line"))?;
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if name.is_empty() || !name.bytes().all(token) {
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+        if name.is_empty() || !name.iter().all(token) {
             return Err(malformed("header name"));
         }
-        headers.push((name.to_string(), value.trim().to_string()));
+        // Values may carry obs-text (not UTF-8); hap reads only a few ASCII ones.
+        let value = String::from_utf8_lossy(value);
+        headers.push((
+            String::from_utf8_lossy(name).into_owned(),
+            value.trim().to_string(),
+        ));
     }
     Ok(Head { status, headers })
 }
@@ -535,14 +543,15 @@ fn post_with(
     let t = target(req.url)?;
     let mut conn = connect(&t, deadline, tls)?;
 
+    // A control character in the configured user agent must not end the header early.
+    let user_agent: String = req.user_agent.chars().filter(|c| !c.is_control()).collect();
     let mut out = Zeroizing::new(Vec::with_capacity(512 + req.body.len()));
     out.extend_from_slice(
         format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nContent-Type: application/json\r\n\
+            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {user_agent}\r\nContent-Type: application/json\r\n\
              Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             t.path,
             t.host_header,
-            req.user_agent,
             req.body.len()
         )
         .as_bytes(),
@@ -585,8 +594,13 @@ fn post_with(
     read_reply(
         Input {
             conn,
+            // Every head (interim ones too), the body with chunk framing, one read of slack.
             buf: Zeroizing::new(Vec::with_capacity(
-                MAX_HEAD + req.max_body + req.max_body / 8 + 64,
+                (MAX_INTERIM + 1) * (MAX_HEAD + 1)
+                    + req.max_body
+                    + req.max_body / 8
+                    + 64
+                    + 16 * 1024,
             )),
             deadline,
             draining: false,
@@ -718,6 +732,27 @@ mod tests {
             s.write_all(b"HTTP/1.0 200 OK\n\nhello").unwrap();
         });
         assert_eq!(body(post_to(&url, 2000).unwrap()), b"hello");
+    }
+
+    #[test]
+    fn heads_parse_leniently_where_http_allows_it() {
+        let h = parse_head(b"HTTP/1.1 429\r\nRetry-After:  30 \r\nX-Odd: caf\xe9\r\n\r\n").unwrap();
+        assert_eq!(h.status, 429);
+        assert_eq!(h.get("retry-after").next(), Some("30"));
+        assert!(parse_head(b"HTTP/1.1 200 OK\nX: 1\n\n").is_ok());
+        for bad in [
+            &b"HTTP/1.1 20 OK\r\n\r\n"[..],
+            b"HTTP/1.1 2000\r\n\r\n",
+            b"HTTP/2 200\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n: x\r\n\r\n",
+        ] {
+            assert!(
+                parse_head(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
