@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What `stat` says about a file: enough to notice any replace or in-place edit. A rename
 /// changes the inode; an in-place edit changes size or mtime (nanoseconds). Not ctime: the
@@ -292,7 +291,34 @@ pub fn ensure_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+/// Creates the temp file of a write: `.<name>.hap-<pid>-<random>.tmp`, `O_EXCL`, 0600.
+/// The name must not be predictable: with a counter, a file planted at the next name made
+/// the journal write after a refresh fail and dropped the new pair (issue 10, item 1). The
+/// pid stays in the name so that `remove_orphaned_temps` can tell a dead writer's file.
+/// `EEXIST` (a planted file, or a chance collision) just means: try another name.
+fn create_temp(dir: &Path, name: &str, mut random: impl FnMut() -> u64) -> Result<(File, PathBuf)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let tmp = dir.join(format!(
+            ".{name}.hap-{}-{:016x}.tmp",
+            std::process::id(),
+            random()
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(Error::io(&tmp, "cannot create", &e)),
+        }
+    }
+    let (tmp, e) = last.expect("the loop ran");
+    Err(Error::io(&tmp, "cannot create", &e))
+}
 
 /// Atomically replaces `path` (through symlinks) with `bytes`, mode 0600. Returns the stamp
 /// the new file has, so the writer's cache knows its own write without another stat.
@@ -304,19 +330,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<FileStamp> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.hap-{}-{}.tmp",
-        std::process::id(),
-        TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let (mut f, tmp) = create_temp(&dir, &name, crate::rng::next_u64)?;
     let result = (|| -> Result<FileStamp> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, "cannot create", &e))?;
         // The umask may only narrow 0600; make it exact whatever the umask is.
         f.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io(&tmp, "cannot chmod", &e))?;
@@ -477,5 +492,36 @@ mod tests {
                 assert!(e.message.contains("chmod go-w"), "{}", e.message);
             }
         }
+    }
+
+    #[test]
+    fn a_file_at_the_temp_name_is_stepped_around_not_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let pid = std::process::id();
+        let planted = d.path().join(format!(".j.json.hap-{pid}-{:016x}.tmp", 7));
+        fs::write(&planted, b"planted").unwrap();
+        let mut draws = [7u64, 7, 8].into_iter();
+        let (_, tmp) = create_temp(d.path(), "j.json", || draws.next().unwrap()).unwrap();
+        assert_eq!(
+            tmp,
+            d.path().join(format!(".j.json.hap-{pid}-{:016x}.tmp", 8))
+        );
+        assert_eq!(fs::read(&planted).unwrap(), b"planted");
+        // A name that is always taken ends in an error naming it, not a loop.
+        let err = create_temp(d.path(), "j.json", || 7).unwrap_err();
+        assert_eq!(err.path.as_deref(), Some(planted.as_path()));
+    }
+
+    #[test]
+    fn temp_names_are_not_predictable() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("j.json");
+        // The old names were `.j.json.hap-<pid>-<n>.tmp` with a counter from 0.
+        for n in 0..64 {
+            let name = format!(".j.json.hap-{}-{n}.tmp", std::process::id());
+            fs::write(d.path().join(name), b"planted").unwrap();
+        }
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"{}");
     }
 }

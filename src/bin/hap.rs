@@ -310,6 +310,9 @@ struct TokenOut<'a> {
 fn token(cfg: Config, req: ResolveRequest, json: bool) -> Result<ExitCode, Error> {
     let pool = Pool::open(cfg)?;
     let t = pool.resolve(&req)?;
+    // A one-shot process has no later call to save a refreshed pair that no file took (a
+    // full disk): it fails loudly, naming the paths, instead of exiting with it in memory.
+    pool.save_unsaved()?;
     // Built straight into a buffer that is zeroed when dropped: the token is copied once.
     let mut line = zeroize::Zeroizing::new(if json {
         serde_json::to_string(&TokenOut {
