@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod config_env;
 pub mod credentials;
 pub mod error;
 mod fault;
