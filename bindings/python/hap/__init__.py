@@ -12,7 +12,10 @@ A thin binding of libhap (bundled in this package; ``HAP_LIBRARY_PATH`` override
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import _ffi
+from ._aio import AsyncPool
 from ._errors import (
     HapError,
     InternalError,
@@ -28,9 +31,15 @@ from ._errors import (
 from ._pool import FailureResult, Pool, Token
 from ._version import __version__
 
+if TYPE_CHECKING:
+    from ._httpx import HttpxAuth
+    from ._requests import RequestsAuth
+
 __all__ = [
+    "AsyncPool",
     "FailureResult",
     "HapError",
+    "HttpxAuth",
     "InternalError",
     "InvalidArgument",
     "IoError",
@@ -38,6 +47,7 @@ __all__ = [
     "NoCredential",
     "Pool",
     "ReauthRequired",
+    "RequestsAuth",
     "StoreCorrupt",
     "Token",
     "Unavailable",
@@ -48,6 +58,19 @@ __all__ = [
     "library_version",
     "status_name",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP adapters import their HTTP library, which the core binding does not need.
+    if name == "HttpxAuth":
+        from ._httpx import HttpxAuth
+
+        return HttpxAuth
+    if name == "RequestsAuth":
+        from ._requests import RequestsAuth
+
+        return RequestsAuth
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def abi_version() -> tuple[int, int]:
