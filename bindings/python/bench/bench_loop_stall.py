@@ -113,7 +113,8 @@ def main() -> int:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert server.stdout is not None and server.stdin is not None
+    assert server.stdout is not None
+    assert server.stdin is not None
     base = server.stdout.readline().strip()
     results: dict[str, list[float]] = {"idle": [], "async": [], "blocking": []}
     try:
