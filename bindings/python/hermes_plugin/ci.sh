@@ -31,19 +31,20 @@ else
     rm -rf "$VENV"
     mkdir -p "$CACHE"
     "$PY" -m venv "$VENV"
+    # setuptools: the binding and the plugin build without an isolated build env each run.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "hermes-agent==$HERMES_VERSION" "pytest==9.1.1"
+        "hermes-agent==$HERMES_VERSION" "pytest==9.1.1" "setuptools==80.9.0"
     touch "$VENV/.complete"
 fi
 
 echo "== hermes plugin: install the binding and the plugin into the Hermes venv"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
 # The binding wheel bundles HAP_LIBRARY_PATH when set (else its build hook runs cargo).
-"$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
-    -w "$WORK/wheel" "$BINDING"
+"${PIP[@]}" wheel --no-build-isolation --no-deps -w "$WORK/wheel" "$BINDING"
 # --no-deps: the plugin names the binding by its distribution name `hap-oauth`, which must
 # come from this checkout, never from the index.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
-    --no-deps "$WORK"/wheel/*.whl "$HERE"
+"${PIP[@]}" install --no-build-isolation --no-deps --force-reinstall \
+    "$WORK"/wheel/*.whl "$HERE"
 (cd / && env -u HAP_LIBRARY_PATH "$VENV/bin/python" -c \
     'import importlib.metadata as m; print("hermes-agent", m.version("hermes-agent"), "+ hap-oauth-hermes", m.version("hap-oauth-hermes"))')
 
