@@ -2,10 +2,13 @@
 
     import hap
 
-    with hap.Pool(pool_path="~/.hermes/auth.json") as pool:
-        token = pool.resolve_token()
-        ...  # call the API with token.access_token
-        pool.report_failure(token.credential_id, 429, reset_at=...)  # when the API says so
+    pool = hap.Pool()                   # once per process; reuse it everywhere
+    token = pool.resolve_token()
+    ...  # call the API with token.access_token
+    pool.report_failure(token.credential_id, 429, reset_at=...)  # when the API says so
+
+HTTP clients: ``hap.HttpxAuth(pool)`` (httpx, httpx2 and so the anthropic SDK),
+``hap.RequestsAuth(pool)``; asyncio: ``hap.AsyncPool(pool)``.
 
 A thin binding of libhap (bundled in this package; ``HAP_LIBRARY_PATH`` overrides it).
 """
