@@ -117,6 +117,36 @@ def test_the_one_line_it_logs_when_it_stays_out(tmp_path: Path) -> None:
     assert "0.20.0" in lines[0]
 
 
+def test_hermes_plugins_enable_turns_it_on(tmp_path: Path) -> None:
+    """The documented way in: Hermes' own `hermes plugins enable hap-oauth`, then the plugins
+    loaded as its CLI loads them."""
+    home = tmp_path / "home"
+    prof = home / ".hermes" / "profiles" / "p0"
+    prof.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERMES_", "HAP_"))}
+    env.update(HOME=str(home), HERMES_HOME=str(prof))
+    hermes_cli = Path(HERMES_PY).parent / "hermes"
+    enable = subprocess.run(
+        [str(hermes_cli), "plugins", "enable", "hap-oauth"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert enable.returncode == 0, enable.stdout + enable.stderr
+    code = (
+        "from hermes_cli.plugins import discover_plugins\n"
+        "discover_plugins()\n"
+        "import hap_oauth_hermes\n"
+        "print(hap_oauth_hermes._installed)\n"
+    )
+    out = subprocess.run(
+        [HERMES_PY, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1:] == ["True"], out.stdout + out.stderr
+
+
 # ------------------------------------------------------------------ one Hermes process
 
 
