@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """One process of the Hermes Agent side of the race (bench/race.py), run by a Python that has
-`hermes-agent` installed (the throwaway venv /tmp/hermes-venv; never in CI).
+`hermes-agent` installed (the throwaway venv /tmp/hermes-venv of bench/run_all.sh, or the
+venv bindings/python/hermes_plugin/ci.sh caches for the plugin's tests).
 
 Environment (set by bench/race.py): HOME (holds .claude/.credentials.json), HERMES_HOME (this
 process's profile: auth.json, config.yaml with `model.provider: anthropic`), and
