@@ -205,13 +205,13 @@ pub fn check_token_url(url: &str) -> Result<()> {
 impl Config {
     pub fn from_json_str(json: Option<&str>) -> Result<Config> {
         let json = match json {
-            None => return Config::from_map(&Map::new()),
+            None => return Config::from_map_layered(&Map::new()),
             Some(j) => j,
         };
         let value: Value = serde_json::from_str(json)
             .map_err(|e| Error::invalid(format!("config is not valid JSON: {e}")))?;
         match value {
-            Value::Object(m) => Config::from_map(&m),
+            Value::Object(m) => Config::from_map_layered(&m),
             _ => Err(Error::invalid("config must be a JSON object")),
         }
     }

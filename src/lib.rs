@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod clock;
 pub mod config;
+pub mod config_env;
 pub mod credentials;
 pub mod error;
 mod fault;

@@ -24,7 +24,7 @@ Exit codes:
    0  success (doctor: no error found)
    1  doctor found at least one error; or output could not be written
    2  usage error: unknown option, missing or malformed argument
-  11  HAP_STATUS_INVALID_ARGUMENT   bad --config file or config value
+  11  HAP_STATUS_INVALID_ARGUMENT   bad --config or HAP_CONFIG file, or config value
   12  HAP_STATUS_NO_CREDENTIAL      nothing usable now (retry_at_ms says when)
   13  HAP_STATUS_REAUTH_REQUIRED    the grant was refused: log in again
   14  HAP_STATUS_UNAVAILABLE        token endpoint failing; retry later
@@ -56,7 +56,8 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct Global {
-    /// JSON file with hap_pool_open config keys (docs/ABI.md); the options below override it.
+    /// JSON file with hap_pool_open config keys (docs/ABI.md), over $HAP_CONFIG's; the
+    /// options below override it.
     #[arg(long, value_name = "FILE.json", global = true)]
     config: Option<PathBuf>,
     /// The credential pool file [default: $HERMES_HOME/auth.json, else ~/.hermes/auth.json].
@@ -268,7 +269,7 @@ fn load_config(g: &Global) -> Result<Config, Error> {
     if let Some(ms) = g.lock_timeout {
         map.insert("lock_timeout_ms".into(), ms.into());
     }
-    Config::from_map(&map)
+    Config::from_map_layered(&map)
 }
 
 fn print_error(e: &Error, json: bool) -> ExitCode {
