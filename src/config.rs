@@ -169,37 +169,42 @@ pub fn store_path(key: &str, raw: &str) -> Result<PathBuf> {
 /// `https://` anywhere; `http://` only to a loopback host, so a token never crosses a
 /// network in clear text.
 pub fn check_token_url(url: &str) -> Result<()> {
-    let lower = url.to_ascii_lowercase();
-    if let Some(rest) = lower.strip_prefix("https://") {
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(Error::invalid(
-                "config key 'token_urls' has a URL without a host",
-            ));
-        }
-        return Ok(());
-    }
-    if let Some(rest) = lower.strip_prefix("http://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = if let Some(v6) = authority.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-        };
-        let loopback = host == "localhost"
-            || host == "::1"
-            || host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if loopback {
-            return Ok(());
-        }
+    // Parsed by the WHATWG URL parser the POST uses too (`url`), never by splitting text:
+    // `http://localhost:1@0.0.0.0/...` is host 0.0.0.0 with a user name, and splitting on
+    // ':' read it as localhost (issue 10, item 10). The refresh token goes in the body, so
+    // where it goes is decided here, by the parsed host.
+    let parsed = url::Url::parse(url)
+        .map_err(|_| Error::invalid("config key 'token_urls' holds a URL that does not parse"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(Error::invalid(
-            "config key 'token_urls': http:// is allowed only for loopback hosts; use https://",
+            "config key 'token_urls' holds a URL with a user name or password; remove the part before '@'",
         ));
     }
-    Err(Error::invalid(
-        "config key 'token_urls' must hold https:// URLs",
-    ))
+    let Some(host) = parsed.host() else {
+        return Err(Error::invalid(
+            "config key 'token_urls' has a URL without a host",
+        ));
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match host {
+                url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+                url::Host::Ipv4(ip) => ip.is_loopback(),
+                url::Host::Ipv6(ip) => ip.is_loopback(),
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    "config key 'token_urls': http:// is allowed only for loopback hosts; use https://",
+                ))
+            }
+        }
+        _ => Err(Error::invalid(
+            "config key 'token_urls' must hold https:// URLs",
+        )),
+    }
 }
 
 impl Config {
@@ -378,6 +383,29 @@ mod tests {
         assert!(check_token_url("http://example.com/x").is_err());
         assert!(check_token_url("http://127.0.0.1.evil.com/x").is_err());
         assert!(check_token_url("ftp://x").is_err());
+    }
+
+    /// Issue 10, item 10: userinfo made `http://localhost:1@0.0.0.0/...` look like a
+    /// loopback URL to a text split, and the refresh token went in clear text to 0.0.0.0.
+    #[test]
+    fn token_urls_with_userinfo_are_refused_and_the_parsed_host_decides() {
+        for url in [
+            "http://localhost:1@0.0.0.0/v1/oauth/token",
+            "http://localhost@example.com/x",
+            "http://127.0.0.1:80@10.0.0.1/x",
+            "https://user:pw@platform.claude.com/v1/oauth/token",
+        ] {
+            let e = check_token_url(url).unwrap_err();
+            assert_eq!(e.status, crate::Status::InvalidArgument, "{url}");
+            assert!(
+                !e.message.contains("0.0.0.0") && !e.message.contains("pw"),
+                "{}",
+                e.message
+            );
+        }
+        assert!(check_token_url("http://0.0.0.0/x").is_err());
+        assert!(check_token_url("http://LOCALHOST:8/x").is_ok());
+        assert!(check_token_url("http://127.1.2.3/x").is_ok());
     }
 
     #[test]
