@@ -45,6 +45,8 @@ mod log;
 /// cbindgen:ignore
 mod pool;
 /// cbindgen:ignore
+mod provider;
+/// cbindgen:ignore
 mod refresh;
 /// cbindgen:ignore
 mod request;
@@ -108,6 +110,7 @@ pub mod internals {
         policy => crate::pool::policy,
         pool => crate::pool,
         pool_file => crate::store::pool_file,
+        provider => crate::provider,
         refresh => crate::refresh,
         request => crate::request,
         secret => crate::secret,

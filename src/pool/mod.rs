@@ -248,19 +248,10 @@ fn scrub(text: &str) -> String {
             c => Some(c),
         })
         .collect();
-    let mut out = String::with_capacity(text.len().min(500));
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("sk-ant-") {
-        out.push_str(&rest[..i]);
-        out.push_str("[redacted]");
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            .unwrap_or(tail.len());
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out.chars().take(500).collect()
+    crate::secret::redact_tokens(&text)
+        .chars()
+        .take(500)
+        .collect()
 }
 
 /// Reads a store, giving a writer that rewrites it in place (truncate, then write: not
