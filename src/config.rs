@@ -6,11 +6,9 @@ use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
-pub const DEFAULT_TOKEN_URLS: [&str; 2] = [
-    "https://platform.claude.com/v1/oauth/token",
-    "https://console.anthropic.com/v1/oauth/token",
-];
+/// The default provider's facts (`provider/anthropic.rs`), under the names config uses.
+pub const DEFAULT_CLIENT_ID: &str = crate::provider::ANTHROPIC.client_id;
+pub const DEFAULT_TOKEN_URLS: &[&str] = crate::provider::ANTHROPIC.token_urls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {

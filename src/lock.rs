@@ -159,9 +159,10 @@ impl FileLock {
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        // SAFETY: as above. Closing would release it too; unlocking first makes the
-        // release independent of any descriptor a forked child may have inherited.
+        // Closing would release it too; unlocking first makes the release independent of
+        // any descriptor a forked child may have inherited.
         while let Some(file) = self.files.pop() {
+            // SAFETY: the descriptor is open for the life of `file`.
             unsafe {
                 libc::flock(file.as_raw_fd(), libc::LOCK_UN);
             }

@@ -615,8 +615,13 @@ fn writers_through_a_symlink_also_take_the_lock_beside_the_target() {
     // (the ones Hermes takes) are free.
     let take = |p: PathBuf| {
         let mut w = false;
-        hap::lock::FileLock::acquire(&p, Instant::now() + Duration::from_secs(5), 5000, &mut w)
-            .unwrap()
+        hap::internals::lock::FileLock::acquire(
+            &p,
+            Instant::now() + Duration::from_secs(5),
+            5000,
+            &mut w,
+        )
+        .unwrap()
     };
     let creds_lock = dot.join(".credentials.lock");
     let pool_lock = dot.join("hermes-auth.lock");

@@ -180,11 +180,11 @@ fn parse_reset_at_s(text: &str) -> Result<f64, String> {
         // Checked: `+99999999999999d` wrapped to a time before 1970.
         let at = i64::try_from(parse_duration_ms(rel)?)
             .ok()
-            .and_then(|ms| hap::clock::now_ms().checked_add(ms))
+            .and_then(|ms| hap::inspect::now_ms().checked_add(ms))
             .ok_or_else(|| format!("'{text}' is too far ahead"))?;
         return Ok(at as f64 / 1000.0);
     }
-    hap::policy::parse_reset_at_s(&Value::String(text.to_string()))
+    hap::inspect::parse_reset_at_s(&Value::String(text.to_string()))
         .ok_or_else(|| format!("'{text}' is not epoch seconds, epoch ms, ISO-8601 or +DURATION"))
 }
 
@@ -285,7 +285,7 @@ fn print_error(e: &Error, json: bool) -> ExitCode {
         eprintln!(
             "hap: retry at {} ({})",
             instant(at),
-            relative(at, hap::clock::now_ms())
+            relative(at, hap::inspect::now_ms())
         );
     }
     if let Some(h) = hint(e.status) {
@@ -350,7 +350,7 @@ fn report(cfg: Config, f: Failure, json: bool) -> Result<ExitCode, Error> {
         outln(&o.to_json().to_string());
         return Ok(ExitCode::SUCCESS);
     }
-    let now = hap::clock::now_ms();
+    let now = hap::inspect::now_ms();
     let what = match (o.last_status, o.available_at_ms) {
         ("ok", _) => "ok: the store already holds a newer token; nothing benched".to_string(),
         ("refresh_pending", _) => {
