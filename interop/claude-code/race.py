@@ -186,6 +186,7 @@ class Servers:
             "--cert", os.path.join(tls, "server.pem"), "--key", os.path.join(tls, "server.key"),
             "--backend", self.base, "--log", self.front_log, "--planted-file", self.planted,
         ]
+        self.capture = capture
         if capture:
             fargs += ["--capture", capture]
         self.front = subprocess.Popen(
@@ -247,21 +248,22 @@ def claude_argv(release, cache):
     return [os.path.join(cache, release, "package", "claude")]
 
 
-def plant_login(home, servers, client_id=None, scopes=SCOPES):
-    """A fresh expired Claude Code login in HOME/.claude, minted by the fake server."""
-    pair = servers.admin("/_admin/issue", {})
+def plant_login(home, servers, oauth=None):
+    """A fresh expired Claude Code login in HOME/.claude: minted by the fake server, or the
+    given claudeAiOauth object (its fake tokens are accepted: the server is not --strict)."""
+    if oauth is None:
+        pair = servers.admin("/_admin/issue", {})
+        oauth = {
+            "accessToken": pair["access_token"],
+            "refreshToken": pair["refresh_token"],
+            "expiresAt": int(time.time() * 1000) - 3_600_000,
+            "scopes": list(SCOPES),
+            "subscriptionType": SUBSCRIPTION,
+            "rateLimitTier": TIER,
+        }
+    pair = {"access_token": oauth["accessToken"], "refresh_token": oauth["refreshToken"]}
     d = os.path.join(home, ".claude")
     os.makedirs(d, mode=0o700)
-    oauth = {
-        "accessToken": pair["access_token"],
-        "refreshToken": pair["refresh_token"],
-        "expiresAt": int(time.time() * 1000) - 3_600_000,
-        "scopes": list(scopes),
-        "subscriptionType": SUBSCRIPTION,
-        "rateLimitTier": TIER,
-    }
-    if client_id:
-        oauth["clientId"] = client_id
     path = os.path.join(d, ".credentials.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -460,6 +462,95 @@ def run_round(args, servers, release, n, scenario_name, work):
     return r
 
 
+# Logins whose refresh POST --capture-dir records (request parity, issue 12 item 3). The
+# tokens are fixed, obviously fake strings: the fake server (not --strict) accepts them.
+DEFAULT_CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+CAPTURE_LOGINS = {
+    # A typical subscription login: no clientId stored.
+    "no-client-id": {"scopes": SCOPES},
+    # No clientId; optional scopes Claude Code keeps (projects, privacy consents), one it
+    # does not (org:create_api_key) and one it does not know.
+    "no-client-id-optional-scopes": {
+        "scopes": [
+            "user:inference", "user:profile", "user:projects:read",
+            "user:privacy_consents:write", "org:create_api_key", "user:fake-future-scope",
+        ],
+    },
+    # No user:inference scope, but a subscriptionType: still refreshed with the defaults.
+    "no-client-id-no-inference": {"scopes": ["user:profile"]},
+    # A stored clientId (the default one): the stored scopes are sent as they are.
+    "stored-client-id": {
+        "clientId": DEFAULT_CLIENT_ID,
+        "scopes": ["user:inference", "user:profile", "user:fake-future-scope"],
+    },
+    # A stored clientId of another OAuth client (a fake UUID).
+    "stored-other-client-id": {
+        "clientId": "00000000-0000-4000-8000-00000000c1d0",
+        "scopes": ["user:inference", "user:profile"],
+    },
+}
+
+
+def capture(args, servers, work, out_dir):
+    """Runs one Claude Code process (and then one hap process) per login of CAPTURE_LOGINS
+    and writes each one's refresh POST (headers as sent, raw body) to OUT_DIR."""
+    os.makedirs(out_dir, exist_ok=True)
+    for rel in args.releases.split(","):
+        for name, extra in CAPTURE_LOGINS.items():
+            row = {"release": rel, "login_variant": name}
+            for who in ("claude", "hap"):
+                home = os.path.join(work, "capture", rel, name, who, "home")
+                os.makedirs(home)
+                servers.admin("/_admin/reset", {})
+                oauth = {
+                    "accessToken": "sk-ant-oat01-fake-parity-expired",
+                    "refreshToken": "sk-ant-ort01-fake-parity-%s" % name,
+                    "expiresAt": 1_700_000_000_000,
+                    **extra,
+                    "subscriptionType": SUBSCRIPTION,
+                    "rateLimitTier": TIER,
+                }
+                if who == "claude":
+                    # Claude Code's own field order: clientId (when present) is not first.
+                    row["login"] = {"claudeAiOauth": oauth}
+                plant_login(home, servers, dict(oauth))
+                env = {"HOME": home, "PATH": os.environ.get("PATH", ""), "USER": "root",
+                       "LANG": "C.UTF-8"}
+                if who == "claude":
+                    argv = claude_argv(rel, args.cache) + ["-p", "hi"]
+                    env.update(NODE_EXTRA_CA_CERTS=servers.ca, **CLAUDE_ENV)
+                    mark = os.path.getsize(servers.capture) if os.path.exists(servers.capture) else 0
+                else:
+                    argv = [args.hap_bin, "--no-pool", "token", "--json", "--token-url",
+                            servers.token_url]
+                    env["HAP_LOG"] = "off"
+                p = Proc(who, argv, env, os.path.dirname(home), 0)
+                p.wait(time.time() + args.timeout)
+                log_ = servers.admin("/_admin/stats")["log"]
+                if who == "claude":
+                    with open(servers.capture) as f:
+                        f.seek(mark)
+                        caps = [json.loads(line) for line in f if line.strip()]
+                    if len(caps) > 1:
+                        die("%s %s: expected at most 1 token POST from Claude Code, saw %d"
+                            % (rel, name, len(caps)))
+                    # None: this release does not refresh such a login at all (a finding).
+                    row["claude_code_request"] = caps[0] if caps else None
+                else:
+                    if len(log_) != 1:
+                        die("%s %s: expected 1 token POST from hap, saw %d" % (rel, name, len(log_)))
+                    row["hap_request_today"] = {"headers": log_[0]["headers"],
+                                                "body": log_[0]["body"]}
+            req = row["claude_code_request"]
+            body = json.loads(req["body"]) if req else {"no": "refresh POST"}
+            log("%s %-30s %s" % (rel, name, json.dumps({k: v for k, v in body.items()
+                                                         if k != "refresh_token"})))
+            path = os.path.join(out_dir, "%s-%s.json" % (rel, name))
+            with open(path, "w") as f:
+                json.dump(row, f, indent=1)
+                f.write("\n")
+
+
 def fmt_row(r):
     yn = lambda b: "yes" if b else "NO"  # noqa: E731
     return (
@@ -528,6 +619,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep each round's HOME and outputs")
     ap.add_argument("--claude-arg", action="append", default=[],
                     help="extra argument for claude (repeatable), e.g. --claude-arg=--debug")
+    ap.add_argument("--capture-dir", help="instead of racing, record the refresh POST of each "
+                    "login variant (Claude Code and hap) into this directory")
     ap.add_argument("--cache", required=True)
     ap.add_argument("--hap-bin", required=True)
     args = ap.parse_args()
@@ -538,6 +631,15 @@ def main():
 
     work = tempfile.mkdtemp(prefix="hap-interop-")
     setup_namespace(work)
+    if args.capture_dir:
+        servers = Servers(work, log_bodies=True, capture=os.path.join(work, "capture.jsonl"))
+        try:
+            capture(args, servers, work, os.path.abspath(args.capture_dir))
+        finally:
+            servers.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     servers = Servers(work)
     results = []
     t0 = time.time()
