@@ -19,6 +19,7 @@ and whether the refresh token left in the file still works.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -144,17 +145,50 @@ def make_ca(work):
 
     ssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key")
     ssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "2", "-out", "ca.pem",
-        "-subj", "/CN=hap interop throwaway CA (do not trust)",
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-sha256",
+        "-days",
+        "2",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=hap interop throwaway CA (do not trust)",
     )
     ssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key")
-    ssl("req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=platform.claude.com")
+    ssl(
+        "req",
+        "-new",
+        "-key",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=platform.claude.com",
+    )
     with open(os.path.join(d, "ext.cnf"), "w") as f:
         f.write("subjectAltName=" + ",".join("DNS:" + h for h in HOSTS) + "\n")
         f.write("extendedKeyUsage=serverAuth\n")
     ssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-sha256", "-extfile", "ext.cnf", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
     )
     return d
 
@@ -165,12 +199,18 @@ def make_ca(work):
 class Servers:
     def __init__(self, work, log_bodies=False, capture=None):
         self.work = work
-        args = [sys.executable, os.path.join(REPO, "testing", "fake_token_server.py"),
-                "--exit-on-stdin-eof"]
+        args = [
+            sys.executable,
+            os.path.join(REPO, "testing", "fake_token_server.py"),
+            "--exit-on-stdin-eof",
+        ]
         if log_bodies:
             args.append("--log-bodies")
         self.fake = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.base = self.fake.stdout.readline().strip()
         if not self.base.startswith("http://127.0.0.1:"):
@@ -182,15 +222,27 @@ class Servers:
         self.planted = os.path.join(work, "planted_access_token")
         open(self.planted, "w").close()
         fargs = [
-            sys.executable, os.path.join(HERE, "tls_front.py"),
-            "--cert", os.path.join(tls, "server.pem"), "--key", os.path.join(tls, "server.key"),
-            "--backend", self.base, "--log", self.front_log, "--planted-file", self.planted,
+            sys.executable,
+            os.path.join(HERE, "tls_front.py"),
+            "--cert",
+            os.path.join(tls, "server.pem"),
+            "--key",
+            os.path.join(tls, "server.key"),
+            "--backend",
+            self.base,
+            "--log",
+            self.front_log,
+            "--planted-file",
+            self.planted,
         ]
         self.capture = capture
         if capture:
             fargs += ["--capture", capture]
         self.front = subprocess.Popen(
-            fargs, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            fargs,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         if self.front.stdout.readline().strip() != "ready":
             die("tls_front.py did not start")
@@ -198,7 +250,9 @@ class Servers:
     def admin(self, path, body=None):
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            self.base + path, data=data, method="GET" if body is None else "POST",
+            self.base + path,
+            data=data,
+            method="GET" if body is None else "POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -229,10 +283,8 @@ class Servers:
 
     def close(self):
         for p in (self.front, self.fake):
-            try:
+            with contextlib.suppress(OSError):
                 p.stdin.close()
-            except OSError:
-                pass
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -300,8 +352,13 @@ class Proc:
         self.t0 = time.time()
         with open(self.out, "w") as o, open(self.err, "w") as e:
             self.p = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=o, stderr=e,
-                start_new_session=True, cwd=env["HOME"],
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=o,
+                stderr=e,
+                start_new_session=True,
+                cwd=env["HOME"],
             )
         self.rc = None
 
@@ -311,10 +368,8 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.rc = "timeout"
         # Whatever it left behind (Claude Code may spawn helpers) goes with it.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if self.rc == "timeout":
             self.p.wait()
         self.secs = time.time() - self.t0
@@ -322,6 +377,21 @@ class Proc:
     def stdout(self):
         with open(self.out) as f:
             return f.read()
+
+
+def lock_entries(home):
+    """Lock directories and owner records in HOME and HOME/.claude, as (relative) names."""
+    out = []
+    for d in (home, os.path.join(home, ".claude")):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            if ".lock" in n:
+                rel = os.path.relpath(os.path.join(d, n), home)
+                out.append(rel + ("/" if os.path.isdir(os.path.join(d, n)) else ""))
+    return sorted(out)
 
 
 def wait_for_post(servers, deadline):
@@ -338,7 +408,7 @@ def run_round(args, servers, release, n, scenario_name, work):
     home = os.path.join(rdir, "home")
     os.makedirs(home)
     servers.admin("/_admin/reset", {})
-    creds, planted = plant_login(home, servers)
+    creds, _ = plant_login(home, servers)
     if sc["delay_ms"]:
         servers.admin("/_admin/script", {"faults": [{"delay_ms": sc["delay_ms"]}]})
     base_env = {
@@ -350,8 +420,10 @@ def run_round(args, servers, release, n, scenario_name, work):
     }
     hap_env = dict(base_env, HAP_LOG="off")
     cc_env = dict(base_env, NODE_EXTRA_CA_CERTS=servers.ca, **CLAUDE_ENV)
+    if args.no_extra_ca:
+        del cc_env["NODE_EXTRA_CA_CERTS"]
     hap_argv = [args.hap_bin, "--no-pool", "token", "--json", "--token-url", servers.token_url]
-    cc_argv = claude_argv(release, args.cache) + ["-p", "hi"] + args.claude_arg
+    cc_argv = [*claude_argv(release, args.cache), "-p", "hi", *args.claude_arg]
 
     t_start_ms = int(time.time() * 1000)
     procs = []
@@ -366,6 +438,8 @@ def run_round(args, servers, release, n, scenario_name, work):
 
     deadline = time.time() + args.timeout
     order_ok = True
+    locks_seen = []
+    ino_before = os.stat(creds).st_ino
     if sc["first"] is None:
         # Interleave the starts so neither side has a head start.
         for i in range(max(args.hap, args.claude)):
@@ -377,10 +451,13 @@ def run_round(args, servers, release, n, scenario_name, work):
         first = sc["first"]
         start(first)
         order_ok = wait_for_post(servers, deadline)
+        # What the first side holds while its POST is in flight (live evidence of each
+        # release's locks, FINDINGS.md).
+        locks_seen = lock_entries(home)
         start("claude" if first == "hap" else "hap")
-    # Overlapping: every process was started while the round's first POST was unanswered.
+    # Every process has started; was the round's first POST still unanswered then?
     log0 = servers.admin("/_admin/stats")["log"]
-    overlap = not log0 or log0[0]["status"] is None
+    all_started_in_window = bool(log0) and log0[0]["status"] is None
     for p in procs:
         p.wait(deadline)
 
@@ -394,14 +471,26 @@ def run_round(args, servers, release, n, scenario_name, work):
         order_ok = False
 
     try:
+        st_after = os.lstat(creds)
+        file_after = {
+            "replaced": st_after.st_ino != ino_before,
+            "mode": oct(st_after.st_mode & 0o777),
+        }
+    except OSError:
+        file_after = None
+    try:
         with open(creds) as f:
             doc = json.load(f)
         oauth = doc.get("claudeAiOauth") or {}
         parse_ok = True
     except (OSError, ValueError):
         oauth, parse_ok = {}, False
-    blanked = (not parse_ok) or not oauth.get("accessToken") or not oauth.get("refreshToken") \
+    blanked = (
+        (not parse_ok)
+        or not oauth.get("accessToken")
+        or not oauth.get("refreshToken")
         or oauth.get("expiresAt") == 0
+    )
     fields = oauth.get("subscriptionType") == SUBSCRIPTION and oauth.get("rateLimitTier") == TIER
 
     hap_tokens, hap_fail = set(), 0
@@ -418,6 +507,23 @@ def run_round(args, servers, release, n, scenario_name, work):
     cc_ok = sum(1 for p in cc if p.rc == 0)
     cc_answered = sum(1 for p in cc if "hello from the hap interop fake" in p.stdout())
     msgs = [e for e in front if e["path"] == "/v1/messages"]
+    # Overlapping, from evidence only: both sides acted on the expired login while the
+    # round's first POST was in flight (it is answered delay_ms after it arrived). Claude
+    # Code acted if it POSTed, or called the Messages API with the expired token (it found
+    # no fresh token and could not refresh: 2.1.328 gave up on the held lock); hap acted if
+    # it POSTed, or was started inside the window (its check takes milliseconds).
+    overlap = False
+    if stats["log"]:
+        w0 = stats["log"][0]["t_ms"]
+        w1 = w0 + sc["delay_ms"]
+        in_w = [e for e in stats["log"] if e["t_ms"] <= w1]
+        cc_acted = any(not (e["user_agent"] or "").startswith("hap/") for e in in_w) or any(
+            e["token"] == "planted" and w0 <= e["t_ms"] <= w1 for e in msgs
+        )
+        hap_acted = any((e["user_agent"] or "").startswith("hap/") for e in in_w) or (
+            first_by == "claude" and all_started_in_window
+        )
+        overlap = cc_acted and hap_acted
     pair_ok = bool(oauth.get("refreshToken")) and servers.refresh_token_works(
         oauth["refreshToken"], oauth.get("clientId") or "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
     )
@@ -444,9 +550,15 @@ def run_round(args, servers, release, n, scenario_name, work):
         "claude_answered": cc_answered,
         "messages_401": sum(1 for e in msgs if e["status"] == 401),
         "pair_in_file_works": pair_ok,
+        "locks_held_by_first_poster": locks_seen,
+        "file_after": file_after,
+        "claudeAiOauth_keys_after": list(oauth),
         "other_requests": sorted(
-            {"%s %s%s" % (e["method"], e["host"], e["path"]) for e in front
-             if e["path"] not in ("/v1/messages", "/v1/oauth/token")}
+            {
+                "%s %s%s" % (e["method"], e["host"], e["path"])
+                for e in front
+                if e["path"] not in ("/v1/messages", "/v1/oauth/token")
+            }
         ),
         "secs": round(max((p.secs for p in procs), default=0), 1),
         "post_log": [
@@ -454,9 +566,7 @@ def run_round(args, servers, release, n, scenario_name, work):
             for e in stats["log"]
         ],
     }
-    r["ok"] = (
-        r["posts"] == 1 and r["invalid_grant"] == 0 and not blanked and fields and hap_same
-    )
+    r["ok"] = r["posts"] == 1 and r["invalid_grant"] == 0 and not blanked and fields and hap_same
     if not args.keep:
         shutil.rmtree(home, ignore_errors=True)
     return r
@@ -472,8 +582,12 @@ CAPTURE_LOGINS = {
     # does not (org:create_api_key) and one it does not know.
     "no-client-id-optional-scopes": {
         "scopes": [
-            "user:inference", "user:profile", "user:projects:read",
-            "user:privacy_consents:write", "org:create_api_key", "user:fake-future-scope",
+            "user:inference",
+            "user:profile",
+            "user:projects:read",
+            "user:privacy_consents:write",
+            "org:create_api_key",
+            "user:fake-future-scope",
         ],
     },
     # No user:inference scope, but a subscriptionType: still refreshed with the defaults.
@@ -510,19 +624,36 @@ def capture(args, servers, work, out_dir):
                     "subscriptionType": SUBSCRIPTION,
                     "rateLimitTier": TIER,
                 }
+                # Probes: a key Claude Code does not know inside claudeAiOauth, and one at the
+                # top level (what survives its write is recorded in credentials_after).
+                oauth["hapProbeInnerKey"] = "kept?"
+                planted = {"claudeAiOauth": oauth, "hapProbeTopLevel": {"kept": "?"}}
                 if who == "claude":
-                    # Claude Code's own field order: clientId (when present) is not first.
-                    row["login"] = {"claudeAiOauth": oauth}
-                plant_login(home, servers, dict(oauth))
-                env = {"HOME": home, "PATH": os.environ.get("PATH", ""), "USER": "root",
-                       "LANG": "C.UTF-8"}
+                    row["login"] = planted
+                creds = plant_login(home, servers, dict(oauth))[0]
+                with open(creds, "w") as f:
+                    json.dump(planted, f)
+                env = {
+                    "HOME": home,
+                    "PATH": os.environ.get("PATH", ""),
+                    "USER": "root",
+                    "LANG": "C.UTF-8",
+                }
                 if who == "claude":
-                    argv = claude_argv(rel, args.cache) + ["-p", "hi"]
+                    argv = [*claude_argv(rel, args.cache), "-p", "hi"]
                     env.update(NODE_EXTRA_CA_CERTS=servers.ca, **CLAUDE_ENV)
-                    mark = os.path.getsize(servers.capture) if os.path.exists(servers.capture) else 0
+                    mark = (
+                        os.path.getsize(servers.capture) if os.path.exists(servers.capture) else 0
+                    )
                 else:
-                    argv = [args.hap_bin, "--no-pool", "token", "--json", "--token-url",
-                            servers.token_url]
+                    argv = [
+                        args.hap_bin,
+                        "--no-pool",
+                        "token",
+                        "--json",
+                        "--token-url",
+                        servers.token_url,
+                    ]
                     env["HAP_LOG"] = "off"
                 p = Proc(who, argv, env, os.path.dirname(home), 0)
                 p.wait(time.time() + args.timeout)
@@ -532,19 +663,37 @@ def capture(args, servers, work, out_dir):
                         f.seek(mark)
                         caps = [json.loads(line) for line in f if line.strip()]
                     if len(caps) > 1:
-                        die("%s %s: expected at most 1 token POST from Claude Code, saw %d"
-                            % (rel, name, len(caps)))
+                        die(
+                            "%s %s: expected at most 1 token POST from Claude Code, saw %d"
+                            % (rel, name, len(caps))
+                        )
                     # None: this release does not refresh such a login at all (a finding).
                     row["claude_code_request"] = caps[0] if caps else None
+                    with open(creds) as f:
+                        text = f.read()
+                    st = os.lstat(creds)
+                    row["credentials_after"] = {
+                        "text": text,
+                        "mode": oct(st.st_mode & 0o777),
+                        "answer_was": {
+                            k: v for k, v in (log_[0] if log_ else {}).items() if k in ("status",)
+                        },
+                    }
                 else:
                     if len(log_) != 1:
-                        die("%s %s: expected 1 token POST from hap, saw %d" % (rel, name, len(log_)))
-                    row["hap_request_today"] = {"headers": log_[0]["headers"],
-                                                "body": log_[0]["body"]}
+                        die(
+                            "%s %s: expected 1 token POST from hap, saw %d" % (rel, name, len(log_))
+                        )
+                    row["hap_request_today"] = {
+                        "headers": log_[0]["headers"],
+                        "body": log_[0]["body"],
+                    }
             req = row["claude_code_request"]
             body = json.loads(req["body"]) if req else {"no": "refresh POST"}
-            log("%s %-30s %s" % (rel, name, json.dumps({k: v for k, v in body.items()
-                                                         if k != "refresh_token"})))
+            log(
+                "%s %-30s %s"
+                % (rel, name, json.dumps({k: v for k, v in body.items() if k != "refresh_token"}))
+            )
             path = os.path.join(out_dir, "%s-%s.json" % (rel, name))
             with open(path, "w") as f:
                 json.dump(row, f, indent=1)
@@ -553,16 +702,24 @@ def capture(args, servers, work, out_dir):
 
 def fmt_row(r):
     yn = lambda b: "yes" if b else "NO"  # noqa: E731
-    return (
-        "%-7s %3d  %-13s %-3s %5d %4d %4d %6d   %-6s %-7s %-6s %-9s %-6s %s/%s  %5.1fs %s"
-        % (
-            r["release"], r["round"], r["scenario"], "yes" if r["overlapping"] else "no",
-            r["posts"], r["hap_posts"],
-            r["claude_posts"], r["invalid_grant"], "YES" if r["blanked"] else "no",
-            yn(r["fields_intact"]), yn(r["hap_same_token"]), yn(r["pair_in_file_works"]),
-            r["first_post_by"] or "-", r["claude_answered"], r["claude_processes"], r["secs"],
-            "ok" if r["ok"] else "FAIL",
-        )
+    return "%-7s %3d  %-13s %-3s %5d %4d %4d %6d   %-6s %-7s %-6s %-9s %-6s %s/%s  %5.1fs %s" % (
+        r["release"],
+        r["round"],
+        r["scenario"],
+        "yes" if r["overlapping"] else "no",
+        r["posts"],
+        r["hap_posts"],
+        r["claude_posts"],
+        r["invalid_grant"],
+        "YES" if r["blanked"] else "no",
+        yn(r["fields_intact"]),
+        yn(r["hap_same_token"]),
+        yn(r["pair_in_file_works"]),
+        r["first_post_by"] or "-",
+        r["claude_answered"],
+        r["claude_processes"],
+        r["secs"],
+        "ok" if r["ok"] else "FAIL",
     )
 
 
@@ -577,21 +734,29 @@ def summary(results):
     for rel in sorted({r["release"] for r in results}, reverse=True):
         rs = [r for r in results if r["release"] == rel]
         out.append(
-            "%s: %d rounds (%d overlapping; %d hap + %d Claude Code processes), %d POSTs (%d hap, %d Claude Code), "
+            "%s: %d rounds (%d overlapping; %d hap + %d Claude Code processes), "
+            "%d POSTs (%d hap, %d Claude Code), "
             "%d invalid_grant; rounds with exactly 1 POST: %d; with >1 POST: %d; blanked: %d; "
             "fields dropped: %d; hap processes disagreeing: %d rounds; pair in file dead: %d; "
             "Claude Code answered: %d/%d; failing rounds: %d"
             % (
-                rel, len(rs), sum(1 for r in rs if r["overlapping"]),
+                rel,
+                len(rs),
+                sum(1 for r in rs if r["overlapping"]),
                 sum(r["hap_processes"] for r in rs),
-                sum(r["claude_processes"] for r in rs), sum(r["posts"] for r in rs),
-                sum(r["hap_posts"] for r in rs), sum(r["claude_posts"] for r in rs),
-                sum(r["invalid_grant"] for r in rs), sum(1 for r in rs if r["posts"] == 1),
-                sum(1 for r in rs if r["posts"] > 1), sum(1 for r in rs if r["blanked"]),
+                sum(r["claude_processes"] for r in rs),
+                sum(r["posts"] for r in rs),
+                sum(r["hap_posts"] for r in rs),
+                sum(r["claude_posts"] for r in rs),
+                sum(r["invalid_grant"] for r in rs),
+                sum(1 for r in rs if r["posts"] == 1),
+                sum(1 for r in rs if r["posts"] > 1),
+                sum(1 for r in rs if r["blanked"]),
                 sum(1 for r in rs if not r["fields_intact"]),
                 sum(1 for r in rs if not r["hap_same_token"]),
                 sum(1 for r in rs if not r["pair_in_file_works"]),
-                sum(r["claude_answered"] for r in rs), sum(r["claude_processes"] for r in rs),
+                sum(r["claude_answered"] for r in rs),
+                sum(r["claude_processes"] for r in rs),
                 sum(1 for r in rs if not r["ok"]),
             )
         )
@@ -600,8 +765,12 @@ def summary(results):
             if s:
                 out.append(
                     "    %-13s %2d rounds: POSTs %s, invalid_grant %d"
-                    % (sc, len(s), "/".join(str(r["posts"]) for r in s),
-                       sum(r["invalid_grant"] for r in s))
+                    % (
+                        sc,
+                        len(s),
+                        "/".join(str(r["posts"]) for r in s),
+                        sum(r["invalid_grant"] for r in s),
+                    )
                 )
     return "\n".join(out)
 
@@ -610,17 +779,38 @@ def main():
     ap = argparse.ArgumentParser(description="Claude Code vs hap refresh race (issue 12)")
     ap.add_argument("--releases", default="2.1.328,2.1.112")
     ap.add_argument("--rounds", type=int, default=30, help="rounds per release")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument(
+        "--scenarios",
+        default="hap-first-12s,claude-first",
+        help="comma-separated, rotated round by round: %s" % ", ".join(SCENARIOS),
+    )
     ap.add_argument("--hap", type=int, default=4, help="hap processes per round")
     ap.add_argument("--claude", type=int, default=2, help="Claude Code processes per round")
-    ap.add_argument("--timeout", type=float, default=150, help="seconds per round")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=60,
+        help="seconds per round; then every process left is killed",
+    )
     ap.add_argument("--report-only", action="store_true", help="exit 0 whatever the rounds show")
     ap.add_argument("--json", help="write every round's result to this file")
     ap.add_argument("--keep", action="store_true", help="keep each round's HOME and outputs")
-    ap.add_argument("--claude-arg", action="append", default=[],
-                    help="extra argument for claude (repeatable), e.g. --claude-arg=--debug")
-    ap.add_argument("--capture-dir", help="instead of racing, record the refresh POST of each "
-                    "login variant (Claude Code and hap) into this directory")
+    ap.add_argument(
+        "--claude-arg",
+        action="append",
+        default=[],
+        help="extra argument for claude (repeatable), e.g. --claude-arg=--debug",
+    )
+    ap.add_argument(
+        "--no-extra-ca",
+        action="store_true",
+        help="check: without NODE_EXTRA_CA_CERTS Claude Code must fail TLS",
+    )
+    ap.add_argument(
+        "--capture-dir",
+        help="instead of racing, record the refresh POST of each "
+        "login variant (Claude Code and hap) into this directory",
+    )
     ap.add_argument("--cache", required=True)
     ap.add_argument("--hap-bin", required=True)
     args = ap.parse_args()
@@ -644,8 +834,10 @@ def main():
     results = []
     t0 = time.time()
     try:
-        log("work dir %s; fake token server %s; hosts -> 127.0.0.1: %s"
-            % (work, servers.base, ", ".join(HOSTS[:4]) + ", ..."))
+        log(
+            "work dir %s; fake token server %s; hosts -> 127.0.0.1: %s"
+            % (work, servers.base, ", ".join(HOSTS[:4]) + ", ...")
+        )
         log(HEADER)
         for rel in args.releases.split(","):
             for n in range(1, args.rounds + 1):
@@ -669,9 +861,11 @@ def main():
         log("kept %s" % work)
     bad = [r for r in results if not r["ok"]]
     if bad and not args.report_only:
-        log("FAIL: %d of %d rounds broke a rule (exactly 1 POST, no invalid_grant, file not "
+        log(
+            "FAIL: %d of %d rounds broke a rule (exactly 1 POST, no invalid_grant, file not "
             "blanked, fields intact, every hap process the same token); --report-only only "
-            "reports" % (len(bad), len(results)))
+            "reports" % (len(bad), len(results))
+        )
         sys.exit(1)
 
 

@@ -127,9 +127,8 @@ class Handler(BaseHTTPRequestHandler):
         }
         entry.update(kw)
         line = json.dumps(entry) + "\n"
-        with self.server.log_lock:
-            with open(self.server.log_path, "a") as f:
-                f.write(line)
+        with self.server.log_lock, open(self.server.log_path, "a") as f:
+            f.write(line)
 
     def _planted(self):
         try:
@@ -150,9 +149,8 @@ class Handler(BaseHTTPRequestHandler):
                     "headers": [[k, v] for k, v in self.headers.items()],
                     "body": body.decode("utf-8", "replace"),
                 }
-                with self.server.log_lock:
-                    with open(self.server.capture, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                with self.server.log_lock, open(self.server.capture, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
             self._forward(body)
         elif path == "/v1/messages":
             self._messages(body)
@@ -207,7 +205,8 @@ class Handler(BaseHTTPRequestHandler):
                     "type": "error",
                     "error": {
                         "type": "authentication_error",
-                        "message": "OAuth token has expired. Please obtain a new token or refresh your existing token.",
+                        "message": "OAuth token has expired. Please obtain a new token or "
+                        "refresh your existing token.",
                     },
                 },
             )
@@ -231,7 +230,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
-    ap.add_argument("--backend", required=True, help="fake token server base URL, http://127.0.0.1:PORT")
+    ap.add_argument(
+        "--backend", required=True, help="fake token server base URL, http://127.0.0.1:PORT"
+    )
     ap.add_argument("--log", required=True)
     ap.add_argument("--planted-file", required=True)
     ap.add_argument("--port", type=int, default=443)
