@@ -394,6 +394,16 @@ def lock_entries(home):
     return sorted(out)
 
 
+def settled_stats(servers, delay_ms):
+    """The fake server's stats once every POST of the round has been answered."""
+    give_up = time.time() + delay_ms / 1000.0 + 10
+    while True:
+        stats = servers.admin("/_admin/stats")
+        if all(e["status"] is not None for e in stats["log"]) or time.time() > give_up:
+            return stats
+        time.sleep(0.1)
+
+
 def wait_for_post(servers, deadline):
     while time.time() < deadline:
         if servers.admin("/_admin/stats")["posts"] >= 1:
@@ -422,7 +432,15 @@ def run_round(args, servers, release, n, scenario_name, work):
     cc_env = dict(base_env, NODE_EXTRA_CA_CERTS=servers.ca, **CLAUDE_ENV)
     if args.no_extra_ca:
         del cc_env["NODE_EXTRA_CA_CERTS"]
-    hap_argv = [args.hap_bin, "--no-pool", "token", "--json", "--token-url", servers.token_url]
+    hap_argv = [
+        args.hap_bin,
+        *args.hap_arg,
+        "--no-pool",
+        "token",
+        "--json",
+        "--token-url",
+        servers.token_url,
+    ]
     cc_argv = [*claude_argv(release, args.cache), "-p", "hi", *args.claude_arg]
 
     t_start_ms = int(time.time() * 1000)
@@ -461,7 +479,10 @@ def run_round(args, servers, release, n, scenario_name, work):
     for p in procs:
         p.wait(deadline)
 
-    stats = servers.admin("/_admin/stats")
+    # A POST whose client gave up (hap's 10 s timeout against a 12 s answer) is still being
+    # answered: wait for it, or its invalid_grant would be missed here and land in the
+    # next round's counters after the reset.
+    stats = settled_stats(servers, sc["delay_ms"])
     front = servers.front_entries(t_start_ms)
     hap_posts = sum(1 for e in stats["log"] if (e["user_agent"] or "").startswith("hap/"))
     cc_posts = stats["posts"] - hap_posts
@@ -800,6 +821,12 @@ def main():
         action="append",
         default=[],
         help="extra argument for claude (repeatable), e.g. --claude-arg=--debug",
+    )
+    ap.add_argument(
+        "--hap-arg",
+        action="append",
+        default=[],
+        help="extra global argument for hap (repeatable), e.g. --hap-arg=--config=FILE.json",
     )
     ap.add_argument(
         "--no-extra-ca",
