@@ -329,7 +329,7 @@ class Handler(BaseHTTPRequestHandler):
                 "t_ms": t_ms,
                 "fault": _fault_kind(fault),
             }
-            if self.server.log_bodies:
+            if getattr(self.server, "log_bodies", False):
                 entry["headers"] = [[k, v] for k, v in self.headers.items()]
                 entry["body"] = raw.decode("utf-8", "replace")
             st.log.append(entry)
