@@ -798,7 +798,7 @@ def summary(results):
 
 def main():
     ap = argparse.ArgumentParser(description="Claude Code vs hap refresh race (issue 12)")
-    ap.add_argument("--releases", default="2.1.328,2.1.112")
+    ap.add_argument("--releases", default="2.1.328,2.1.112", help="comma-separated")
     ap.add_argument("--rounds", type=int, default=30, help="rounds per release")
     ap.add_argument(
         "--scenarios",
