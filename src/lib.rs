@@ -3,6 +3,8 @@
 //!
 //! The safe core is plain Rust; raw pointers live only in [`ffi`].
 
+// hap agent (issue 15): the socket protocol, client, server, and the SDK profile sink.
+pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod credentials;
@@ -19,6 +21,7 @@ pub mod pool_file;
 pub mod refresh;
 pub mod request;
 pub(crate) mod rng;
+pub mod sdk_profile;
 pub mod secret;
 pub(crate) mod watch;
 

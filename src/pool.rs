@@ -159,6 +159,8 @@ pub struct Pool {
     pub(crate) counters: Counters,
     rr_cursor: AtomicUsize,
     watch: OnceLock<crate::watch::StoreWatch>,
+    /// hap agent (issue 15): set when the config's `agent` key is prefer or require.
+    agent: Option<crate::agent::client::Link>,
 }
 
 /// The token a row serves, from whichever store is its authority.
@@ -307,8 +309,13 @@ impl Pool {
             counters: Counters::default(),
             rr_cursor: AtomicUsize::new(0),
             watch: OnceLock::new(),
+            agent: crate::agent::client::Link::new(&cfg),
             cfg,
         };
+        // hap agent (issue 15): a pool that defers to a running agent never reads a store.
+        if pool.agent.as_ref().is_some_and(|a| a.defers_open()) {
+            return Ok(pool);
+        }
         drop(pool.current(false, false)?);
         Ok(pool)
     }
@@ -619,6 +626,10 @@ impl Pool {
     /// docs/SPEC.md, "Resolve": sync, pick, return a valid token, refreshing when it needs it.
     pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
         bump(&self.counters.resolves);
+        // hap agent (issue 15): the agent's answer, when the config asks for it and one answers.
+        if let Some(r) = self.agent.as_ref().and_then(|a| a.resolve(req, self.cfg.refresh_skew_ms)) {
+            return r;
+        }
         let min_validity = req.min_validity_ms.unwrap_or(self.cfg.refresh_skew_ms);
         // The common case is answered from the cache without leaving the mutex. A quiet
         // store watch may vouch for the cache only when it yields a valid token; any other
@@ -728,6 +739,10 @@ impl Pool {
 
     /// docs/SPEC.md, "Reporting a failure": what a caller saw when it used a token.
     pub fn report_failure(&self, f: &Failure) -> Result<FailureOutcome> {
+        // hap agent (issue 15): see `resolve`.
+        if let Some(r) = self.agent.as_ref().and_then(|a| a.report_failure(f)) {
+            return r;
+        }
         let (row, served) = {
             let v = self.current(true, false)?;
             let row = v
@@ -846,6 +861,10 @@ impl Pool {
 
     /// A snapshot with no side effects and no secrets.
     pub fn status(&self) -> Result<Value> {
+        // hap agent (issue 15): see `resolve`.
+        if let Some(r) = self.agent.as_ref().and_then(|a| a.status()) {
+            return r;
+        }
         let v = self.current(false, false)?;
         let sole = v.sole_live();
         let creds: Vec<Value> = v
