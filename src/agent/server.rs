@@ -263,8 +263,8 @@ impl Shared {
         let lead = self.opts.lead_ms as i64;
         let now = now_ms();
         let mut next = now + poll;
-        let doc = match self.pool.status() {
-            Ok(d) => d,
+        let status = || match self.pool.status() {
+            Ok(d) => Some(d),
             Err(e) => {
                 self.log.log(
                     "error",
@@ -272,9 +272,29 @@ impl Shared {
                     json!({"status": e.status.name(), "message": e.message, "path": e.path}),
                 );
                 self.note_error(&e, None);
-                return next;
+                None
             }
         };
+        let Some(mut doc) = status() else {
+            return next;
+        };
+        if self.unadopted(&doc) {
+            // A resolve brings Claude Code's login into the pool file (docs/SPEC.md,
+            // "Adopting Claude Code's login"); a status never writes. Without this an agent
+            // on a fresh pool file would see no credential to keep fresh.
+            if let Ok(t) = self.pool.resolve(&ResolveRequest {
+                min_validity_ms: Some(0),
+                ..ResolveRequest::default()
+            }) {
+                if t.refreshed {
+                    self.note_refreshed(&t.credential_id, t.expires_at_ms);
+                }
+            }
+            let Some(d) = status() else {
+                return next;
+            };
+            doc = d;
+        }
         let creds = doc["credentials"].as_array().cloned().unwrap_or_default();
         let mut next_refresh: Option<i64> = None;
         for c in &creds {
@@ -328,6 +348,34 @@ impl Shared {
         next.max(now_ms() + 10)
     }
 
+    /// A login in the credentials file that the pool file has no row for yet.
+    fn unadopted(&self, doc: &Value) -> bool {
+        let cfg = &self.opts.config;
+        cfg.pool_path.is_some()
+            && cfg.credentials_path.is_some()
+            && cfg.adopt_external_logins
+            && !doc["credentials"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|r| r["source"] == "claude_code"))
+    }
+
+    fn note_refreshed(&self, id: &str, expires_at_ms: Option<i64>) {
+        let mut s = lock(&self.state);
+        s.last_refresh_at_ms = Some(now_ms());
+        s.last_rotation_at_ms = Some(now_ms());
+        s.refresh_posts += 1;
+        s.rotations_seen += 1;
+        drop(s);
+        if let Some(e) = expires_at_ms {
+            lock(&self.schedule).seen.insert(id.to_string(), e);
+        }
+        self.log.log(
+            "info",
+            "refreshed",
+            json!({"credential_id": id, "expires_at_ms": expires_at_ms}),
+        );
+    }
+
     /// Resolves one credential with the lead as its minimum validity: the refresh
     /// transaction POSTs, adopts another process's rotation, or fails.
     fn refresh_one(&self, id: &str, exp: i64, min_validity_ms: u64) {
@@ -342,17 +390,7 @@ impl Shared {
             Ok(t) => {
                 let new_exp = t.expires_at_ms;
                 if t.refreshed {
-                    let mut s = lock(&self.state);
-                    s.last_refresh_at_ms = Some(now_ms());
-                    s.last_rotation_at_ms = Some(now_ms());
-                    s.refresh_posts += 1;
-                    s.rotations_seen += 1;
-                    drop(s);
-                    self.log.log(
-                        "info",
-                        "refreshed",
-                        json!({"credential_id": id, "expires_at_ms": new_exp}),
-                    );
+                    self.note_refreshed(id, new_exp);
                 } else if new_exp != Some(exp) {
                     let mut s = lock(&self.state);
                     s.last_rotation_at_ms = Some(now_ms());
@@ -647,10 +685,6 @@ impl Agent {
             }
             None => None,
         };
-        let listener = bind(&dir)?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::io(&dir.socket(), "cannot configure", &e))?;
         let (wake_read, wake_write) = pipe()?;
         let shared = Arc::new(Shared {
             pool,
@@ -669,7 +703,12 @@ impl Agent {
             state_written: Mutex::new(String::new()),
             opts,
         });
+        // The state file exists before anyone can connect.
         shared.write_state();
+        let listener = bind(&dir)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(&dir.socket(), "cannot configure", &e))?;
         let cfg = &shared.opts.config;
         shared.log.log(
             "info",

@@ -1,0 +1,42 @@
+//! A reader for the agent tests (issue 15): opens one pool with the config JSON in argv[1]
+//! (its `agent` key decides whether it defers to a running `hap agent`), then resolves every
+//! argv[3] ms until argv[2] ms have passed, printing one JSON line per resolve:
+//! `{"kind": argv[4], "sha": <sha256 of the token, 16 hex>, "t_ms", "expires_at_ms",
+//! "refreshed"}` or `{"kind", "t_ms", "error", "message"}`. Never the token itself.
+
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cfg = args.get(1).cloned().unwrap_or_else(|| "{}".into());
+    let run_ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let every_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let kind = args.get(4).cloned().unwrap_or_else(|| "rust".into());
+    let pool = match hap::Pool::open_json(Some(&cfg)) {
+        Ok(p) => p,
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"kind": kind, "t_ms": hap::clock::now_ms(),
+                                   "error": e.status.name(), "message": e.message})
+            );
+            std::process::exit(1);
+        }
+    };
+    let end = Instant::now() + Duration::from_millis(run_ms);
+    while Instant::now() < end {
+        let line = match pool.resolve(&hap::ResolveRequest::default()) {
+            Ok(t) => {
+                let digest = Sha256::digest(t.access_token.expose().as_bytes());
+                let sha: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({"kind": kind, "sha": sha, "t_ms": hap::clock::now_ms(),
+                                   "expires_at_ms": t.expires_at_ms, "refreshed": t.refreshed})
+            }
+            Err(e) => serde_json::json!({"kind": kind, "t_ms": hap::clock::now_ms(),
+                                         "error": e.status.name(), "message": e.message}),
+        };
+        println!("{line}");
+        std::thread::sleep(Duration::from_millis(every_ms));
+    }
+}
