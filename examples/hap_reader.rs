@@ -1,16 +1,17 @@
 //! A reader for the agent tests (issue 15): opens one pool with the config JSON in argv[1]
-//! (its `agent` key decides whether it defers to a running `hap agent`), then resolves every
-//! argv[3] ms until argv[2] ms have passed, printing one JSON line per resolve:
+//! (its `agent` key decides whether it defers to a running `hap agent`), prints
+//! `{"ready": true}`, waits until the file argv[2] exists (it holds the epoch ms to stop
+//! at), then resolves every argv[3] ms until then, printing one JSON line per resolve:
 //! `{"kind": argv[4], "sha": <sha256 of the token, 16 hex>, "t_ms", "expires_at_ms",
 //! "refreshed"}` or `{"kind", "t_ms", "error", "message"}`. Never the token itself.
 
 use sha2::{Digest, Sha256};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let cfg = args.get(1).cloned().unwrap_or_else(|| "{}".into());
-    let run_ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let go_file = args.get(2).cloned().unwrap_or_default();
     let every_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
     let kind = args.get(4).cloned().unwrap_or_else(|| "rust".into());
     let pool = match hap::Pool::open_json(Some(&cfg)) {
@@ -24,8 +25,17 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let end = Instant::now() + Duration::from_millis(run_ms);
-    while Instant::now() < end {
+    println!("{}", serde_json::json!({"kind": kind, "ready": true}));
+    let end_at_ms: i64 = loop {
+        if let Some(ms) = std::fs::read_to_string(&go_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break ms;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while hap::clock::now_ms() < end_at_ms {
         let line = match pool.resolve(&hap::ResolveRequest::default()) {
             Ok(t) => {
                 let digest = Sha256::digest(t.access_token.expose().as_bytes());

@@ -627,7 +627,11 @@ impl Pool {
     pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
         bump(&self.counters.resolves);
         // hap agent (issue 15): the agent's answer, when the config asks for it and one answers.
-        if let Some(r) = self.agent.as_ref().and_then(|a| a.resolve(req, self.cfg.refresh_skew_ms)) {
+        if let Some(r) = self
+            .agent
+            .as_ref()
+            .and_then(|a| a.resolve(req, self.cfg.refresh_skew_ms))
+        {
             return r;
         }
         let min_validity = req.min_validity_ms.unwrap_or(self.cfg.refresh_skew_ms);

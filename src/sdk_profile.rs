@@ -210,10 +210,7 @@ impl SdkProfile {
                     .ok_or_else(|| refuse("is not a JSON object".into()))?;
                 let auth = &v["authentication"];
                 if auth["type"] != "user_oauth" {
-                    return Err(refuse(format!(
-                        "has authentication.type {}",
-                        auth["type"]
-                    )));
+                    return Err(refuse(format!("has authentication.type {}", auth["type"])));
                 }
                 for key in ["client_id", "credentials_path"] {
                     if !auth[key].is_null() {
@@ -241,7 +238,9 @@ impl SdkProfile {
         }
         // Built in a buffer zeroed when dropped, reserved up front so it never moves.
         let mut body = Zeroizing::new(String::with_capacity(t.access_token.expose().len() + 128));
-        body.push_str("{\n  \"version\": \"1.0\",\n  \"type\": \"oauth_token\",\n  \"access_token\": ");
+        body.push_str(
+            "{\n  \"version\": \"1.0\",\n  \"type\": \"oauth_token\",\n  \"access_token\": ",
+        );
         body.push('"');
         // Tokens are [A-Za-z0-9_-]; anything else is escaped as JSON wants.
         for c in t.access_token.expose().chars() {
@@ -304,8 +303,12 @@ mod tests {
         p.prepare().unwrap();
         let cfg: Value = serde_json::from_slice(&fs::read(p.config_path()).unwrap()).unwrap();
         assert_eq!(cfg["authentication"], json!({"type": "user_oauth"}));
-        assert!(p.sync(&token("sk-ant-oat01-fake-a1", Some(1_788_000_000_999))).unwrap());
-        assert!(!p.sync(&token("sk-ant-oat01-fake-a1", Some(1_788_000_000_999))).unwrap());
+        assert!(p
+            .sync(&token("sk-ant-oat01-fake-a1", Some(1_788_000_000_999)))
+            .unwrap());
+        assert!(!p
+            .sync(&token("sk-ant-oat01-fake-a1", Some(1_788_000_000_999)))
+            .unwrap());
         let c: Value = serde_json::from_slice(&fs::read(p.credentials_path()).unwrap()).unwrap();
         assert_eq!(
             c,

@@ -7,9 +7,9 @@
 //! binding, root (to create a throwaway user) and `systemd-analyze`. Run them with
 //! `cargo test --features fault-injection --test agent -- --ignored`.
 
-mod common;
 #[path = "common/agent.rs"]
 mod agent_common;
+mod common;
 
 use agent_common::*;
 use common::*;
@@ -105,7 +105,10 @@ fn socket_serves_the_abi_privately_and_never_a_refresh_token() {
     let unknown = a.ask(r#"{"op": "resolve", "credential_id": "zzz999"}"#);
     assert_eq!(unknown["error"]["name"], "HAP_STATUS_UNKNOWN_CREDENTIAL");
     let op = a.ask(r#"{"op": "refresh_everything"}"#);
-    assert!(op["error"]["message"].as_str().unwrap().contains("unknown op"));
+    assert!(op["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown op"));
     let garbage = a.ask("not json");
     assert_eq!(garbage["error"]["status"], 1);
 
@@ -200,7 +203,10 @@ fn a_directory_another_user_could_have_made_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(17), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("has mode 0777") && err.contains("rm -rf"), "{err}");
+    assert!(
+        err.contains("has mode 0777") && err.contains("rm -rf"),
+        "{err}"
+    );
     // A client does not connect through it either: `require` refuses, naming why.
     let (v, _) = worker_result(spawn_worker_in(
         &h,
@@ -320,7 +326,13 @@ fn a_401_through_the_agent_is_judged_against_the_callers_token() {
     let s = FakeServer::start();
     let (h, cfg) = setup(&s, HOUR_MS);
     let xdg = runtime_dir(&h, "xdg");
-    let a = AgentProc::start(&h, &agent_cfg(&cfg), Some(&xdg), &["--lead", "1s", "--jitter", "0s"], &[]);
+    let a = AgentProc::start(
+        &h,
+        &agent_cfg(&cfg),
+        Some(&xdg),
+        &["--lead", "1s", "--jitter", "0s"],
+        &[],
+    );
     let mut old = a.ask(r#"{"op": "resolve"}"#)["result"].clone();
     let id = old["credential_id"].as_str().unwrap().to_string();
     let fp = format!("sha256:{}", sha16(old["access_token"].as_str().unwrap()));
@@ -379,7 +391,9 @@ fn two_agents_on_one_login_make_one_post_per_rotation() {
     let posts = |a: &AgentProc| a.events("refreshed").len();
     assert_eq!(posts(&a1) + posts(&a2), log.len());
     // The other agent saw each rotation and did not repeat it.
-    assert!(!a1.events("rotated_elsewhere").is_empty() || !a2.events("rotated_elsewhere").is_empty());
+    assert!(
+        !a1.events("rotated_elsewhere").is_empty() || !a2.events("rotated_elsewhere").is_empty()
+    );
     // Every pair reached the store.
     let journal = journalled_tokens(&h);
     assert!(journal.iter().all(|(_, _, committed)| *committed));
@@ -406,10 +420,17 @@ fn sigterm_while_the_post_is_in_flight_finishes_and_journals_then_releases_every
     let stopping = a.events("stopping");
     let refreshed = a.events("refreshed");
     assert_eq!(refreshed.len(), 1, "{}", a.log());
-    assert!(stopping[0]["ts"].as_str() < refreshed[0]["ts"].as_str() || stopping[0]["ts"] == refreshed[0]["ts"],
-        "the signal came while the POST was in flight:\n{}", a.log());
+    assert!(
+        stopping[0]["ts"].as_str() < refreshed[0]["ts"].as_str()
+            || stopping[0]["ts"] == refreshed[0]["ts"],
+        "the signal came while the POST was in flight:\n{}",
+        a.log()
+    );
     // Every lock released: Claude Code's directory is gone, the flock is free.
-    assert!(!h.creds_path().with_file_name(".oauth_refresh.lock").exists());
+    assert!(!h
+        .creds_path()
+        .with_file_name(".oauth_refresh.lock")
+        .exists());
     let lock = fs::File::open(h.creds_path().with_file_name(".credentials.lock")).unwrap();
     // SAFETY: flock on a descriptor this test owns.
     let rc = unsafe {
@@ -470,7 +491,11 @@ fn agent_killed_before_its_post_then_restarted_loses_nothing() {
 #[test]
 fn agent_killed_after_the_journal_fsync_then_restarted_commits_the_pair() {
     let (s, h, _, _, again) = killed_at("after_journal");
-    assert_eq!(s.posts(), 1, "no second POST: the journalled pair was committed");
+    assert_eq!(
+        s.posts(),
+        1,
+        "no second POST: the journalled pair was committed"
+    );
     assert!(again.events("refreshed").is_empty(), "{}", again.log());
     let journal = journalled_tokens(&h);
     assert_eq!(journal.len(), 1);
@@ -523,11 +548,21 @@ fn agent_killed_while_its_post_is_in_flight_loses_the_login_and_says_so() {
     );
     let failed = &again.events("refresh_failed")[0];
     assert_eq!(failed["status"], "HAP_STATUS_REAUTH_REQUIRED", "{failed}");
-    assert_eq!(fs::read(h.creds_path()).unwrap(), before, "the store is left as it was");
+    assert_eq!(
+        fs::read(h.creds_path()).unwrap(),
+        before,
+        "the store is left as it was"
+    );
     assert_eq!(s.stats()["invalid_grant"], 1);
     let st = again.ask(r#"{"op": "status"}"#);
-    assert_eq!(st["result"]["credentials"][0]["last_status"], "dead", "{st}");
-    assert_eq!(again.ask(r#"{"op": "agent"}"#)["result"]["last_error"]["status"], "HAP_STATUS_REAUTH_REQUIRED");
+    assert_eq!(
+        st["result"]["credentials"][0]["last_status"], "dead",
+        "{st}"
+    );
+    assert_eq!(
+        again.ask(r#"{"op": "agent"}"#)["result"]["last_error"]["status"],
+        "HAP_STATUS_REAUTH_REQUIRED"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -539,13 +574,29 @@ fn the_sdk_profile_follows_every_rotation_and_touches_no_other_profile() {
     let (h, cfg) = setup(&s, HOUR_MS);
     let anthropic = h.dir.path().join("anthropic");
     // Another profile, and the active-profile pointer: never touched.
-    write_json(&anthropic.join("configs/default.json"), &json!({"authentication": {"type": "user_oauth", "client_id": "x"}}));
-    write_json(&anthropic.join("credentials/default.json"), &json!({"access_token": "other", "refresh_token": "other-r"}));
+    write_json(
+        &anthropic.join("configs/default.json"),
+        &json!({"authentication": {"type": "user_oauth", "client_id": "x"}}),
+    );
+    write_json(
+        &anthropic.join("credentials/default.json"),
+        &json!({"access_token": "other", "refresh_token": "other-r"}),
+    );
     fs::write(anthropic.join("active_config"), "default\n").unwrap();
-    let others = ["configs/default.json", "credentials/default.json", "active_config"]
-        .map(|p| (p, fs::read(anthropic.join(p)).unwrap()));
+    let others = [
+        "configs/default.json",
+        "credentials/default.json",
+        "active_config",
+    ]
+    .map(|p| (p, fs::read(anthropic.join(p)).unwrap()));
     let xdg = runtime_dir(&h, "xdg");
-    let a = AgentProc::start(&h, &agent_cfg(&cfg), Some(&xdg), &["--sdk-profile", "--poll", "100ms"], &[]);
+    let a = AgentProc::start(
+        &h,
+        &agent_cfg(&cfg),
+        Some(&xdg),
+        &["--sdk-profile", "--poll", "100ms"],
+        &[],
+    );
     let creds = anthropic.join("credentials/hap.json");
     assert!(wait_until(Duration::from_secs(10), || creds.exists()));
     let read = || read_json(&creds);
@@ -561,7 +612,12 @@ fn the_sdk_profile_follows_every_rotation_and_touches_no_other_profile() {
         .unwrap();
     assert!(out.status.success());
     let rotated = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(wait_until(Duration::from_secs(10), || read()["access_token"] == rotated.as_str()), "{}", a.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || read()["access_token"]
+            == rotated.as_str()),
+        "{}",
+        a.log()
+    );
     let c = read();
     let exp_ms = h.creds()["claudeAiOauth"]["expiresAt"].as_i64().unwrap();
     assert_eq!(
@@ -579,7 +635,11 @@ fn the_sdk_profile_follows_every_rotation_and_touches_no_other_profile() {
         json!({"type": "user_oauth"})
     );
     for (p, bytes) in &others {
-        assert_eq!(&fs::read(anthropic.join(p)).unwrap(), bytes, "{p} was touched");
+        assert_eq!(
+            &fs::read(anthropic.join(p)).unwrap(),
+            bytes,
+            "{p} was touched"
+        );
     }
     assert!(!a.events("rotated_elsewhere").is_empty(), "{}", a.log());
 }
@@ -634,12 +694,27 @@ fn hap_exec_hands_a_current_token_over_and_never_in_argv() {
     let xdg = runtime_dir(&h, "xdg");
     let child = stand_in(&h, "printer");
     // An expired login: exec refreshes first, then hands the new token over in --env.
-    let (code, v, err) = hap_exec(&h, &xdg, &s, &["--env", "MY_TOKEN", "--", child.to_str().unwrap(), "--flag", "x"]);
+    let (code, v, err) = hap_exec(
+        &h,
+        &xdg,
+        &s,
+        &[
+            "--env",
+            "MY_TOKEN",
+            "--",
+            child.to_str().unwrap(),
+            "--flag",
+            "x",
+        ],
+    );
     assert_eq!(code, 7, "the child's own exit status; {err}");
     let current = h.creds_access();
     assert_ne!(current, A1);
     assert_eq!(v["MY_TOKEN"], current.as_str(), "{v}");
-    assert_eq!(v["argv"].as_array().unwrap()[1..], [json!("--flag"), json!("x")]);
+    assert_eq!(
+        v["argv"].as_array().unwrap()[1..],
+        [json!("--flag"), json!("x")]
+    );
     assert!(!v["argv"].to_string().contains("sk-ant-"));
     assert_eq!(
         v["expires"].as_str().unwrap().parse::<i64>().unwrap(),
@@ -658,7 +733,12 @@ fn hap_exec_hands_a_current_token_over_and_never_in_argv() {
     assert_eq!(v["CLAUDE_CODE_OAUTH_TOKEN"], Value::Null);
     assert!(!v["argv"].to_string().contains("sk-ant-"));
     // --claude-code for a program with another name.
-    let (_, v, _) = hap_exec(&h, &xdg, &s, &["--claude-code", "--", child.to_str().unwrap()]);
+    let (_, v, _) = hap_exec(
+        &h,
+        &xdg,
+        &s,
+        &["--claude-code", "--", child.to_str().unwrap()],
+    );
     assert_eq!(v["via_fd"], current.as_str());
     assert_eq!(s.posts(), 1, "one refresh for all three");
 
@@ -666,7 +746,12 @@ fn hap_exec_hands_a_current_token_over_and_never_in_argv() {
     let (code, _, err) = hap_exec(&h, &xdg, &s, &["--", child.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--env NAME"), "{err}");
-    let (code, _, _) = hap_exec(&h, &xdg, &s, &["--env", "1BAD", "--", child.to_str().unwrap()]);
+    let (code, _, _) = hap_exec(
+        &h,
+        &xdg,
+        &s,
+        &["--env", "1BAD", "--", child.to_str().unwrap()],
+    );
     assert_eq!(code, 2);
     let (code, _, err) = hap_exec(&h, &xdg, &s, &["--env", "T", "--", "/nonexistent/prog"]);
     assert_eq!(code, 127, "{err}");
@@ -674,9 +759,24 @@ fn hap_exec_hands_a_current_token_over_and_never_in_argv() {
     // Through the agent: the token the agent serves.
     let a = AgentProc::start(&h, &agent_cfg(&cfg), Some(&xdg), &[], &[]);
     let cfg_file = config_file(&h, "require.json", &with(&cfg, "agent", json!("require")));
-    let (code, v, err) = hap_exec(&h, &xdg, &s, &["--config", cfg_file.to_str().unwrap(), "--env", "MY_TOKEN", "--", child.to_str().unwrap()]);
+    let (code, v, err) = hap_exec(
+        &h,
+        &xdg,
+        &s,
+        &[
+            "--config",
+            cfg_file.to_str().unwrap(),
+            "--env",
+            "MY_TOKEN",
+            "--",
+            child.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 7, "{err}");
-    assert_eq!(v["MY_TOKEN"], a.ask(r#"{"op":"resolve"}"#)["result"]["access_token"]);
+    assert_eq!(
+        v["MY_TOKEN"],
+        a.ask(r#"{"op":"resolve"}"#)["result"]["access_token"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -697,12 +797,18 @@ fn without_xdg_runtime_dir_agent_and_clients_meet_in_the_fallback_directory() {
     let mut a = AgentProc::start(&h, &agent_cfg(&cfg), None, &[], &[]);
     assert_eq!(a.socket, dir.join("agent.sock"));
     assert_eq!(mode(&dir), 0o700);
-    assert_eq!(fs::metadata(&dir).unwrap().uid(), unsafe { libc::geteuid() });
+    assert_eq!(fs::metadata(&dir).unwrap().uid(), unsafe {
+        libc::geteuid()
+    });
     assert_eq!(mode(&a.socket), 0o600);
     let info = a.ask(r#"{"op": "agent"}"#);
     assert_eq!(info["result"]["pid"], a.child.id());
     // A library client without XDG_RUNTIME_DIR finds it (require: it must).
-    let (v, e) = worker_result(spawn_worker_in(&h, &with(&cfg, "agent", json!("require")), None));
+    let (v, e) = worker_result(spawn_worker_in(
+        &h,
+        &with(&cfg, "agent", json!("require")),
+        None,
+    ));
     assert!(v["token_sha256"].is_string(), "{v} {e}");
     assert!(a.term().success());
     if dir.starts_with("/tmp") {
@@ -730,7 +836,13 @@ fn require_root() -> bool {
 fn throwaway_user() -> (String, u32, u32) {
     let name = format!("hapt{}", std::process::id() % 100_000);
     let _ = Command::new("useradd")
-        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &name])
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            &name,
+        ])
         .status();
     let id = |flag: &str| -> u32 {
         let out = Command::new("id").args([flag, &name]).output().unwrap();
@@ -765,12 +877,24 @@ fn another_uid_is_refused() {
         "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({:?})\n    s.sendall(b'{{\"op\":\"resolve\"}}\\n')\n    print(s.recv(65536).decode())\nexcept OSError as e:\n    print('refused', e.errno)\n",
         a.socket.to_str().unwrap()
     );
+    // The system's python: a per-user interpreter (pyenv) may be closed to other users.
     let out = Command::new("setpriv")
-        .args([&format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "python3", "-c", &probe])
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &probe,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("refused 13"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("refused 13"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(a);
 
     // 2. The agent runs as that user (with its own runtime directory and copies of the
@@ -779,7 +903,12 @@ fn another_uid_is_refused() {
     fs::set_permissions(theirs.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     theirs.write_creds(A1, R1, now_ms() + HOUR_MS);
     let txdg = runtime_dir(&theirs, "xdg");
-    for p in [theirs.dir.path().to_path_buf(), txdg.clone(), theirs.creds_path().parent().unwrap().to_path_buf(), theirs.creds_path()] {
+    for p in [
+        theirs.dir.path().to_path_buf(),
+        txdg.clone(),
+        theirs.creds_path().parent().unwrap().to_path_buf(),
+        theirs.creds_path(),
+    ] {
         std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
     }
     let tcfg = json!({"pool_path": null, "credentials_path": theirs.creds_path(),
@@ -787,27 +916,39 @@ fn another_uid_is_refused() {
     let cfg_path = config_file(&theirs, "cfg.json", &tcfg);
     std::os::unix::fs::chown(&cfg_path, Some(uid), Some(gid)).unwrap();
     let mut c = Command::new("setpriv");
-    c.args([&format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups"])
-        .arg(hap_bin())
-        .args(["agent", "--log-format", "json", "--config"])
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    c.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+    ])
+    .arg(hap_bin())
+    .args(["agent", "--log-format", "json", "--config"])
+    .arg(&cfg_path)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     home_env(&mut c, &theirs, Some(&txdg));
     let mut child = c.spawn().unwrap();
     let sock = txdg.join("hap/agent.sock");
-    assert!(wait_until(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&sock).is_ok()));
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }));
     let answer = ask(&sock, r#"{"op": "resolve"}"#);
     assert_eq!(answer["ok"], false, "{answer}");
     let msg = answer["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("permission denied") && msg.contains(&format!("serves uid {uid} only")), "{msg}");
+    assert!(
+        msg.contains("permission denied") && msg.contains(&format!("serves uid {uid} only")),
+        "{msg}"
+    );
     assert_no_refresh_token("a refusal", &answer.to_string());
     assert!(!answer.to_string().contains("sk-ant-"));
     // A library pool of root's does not talk to another uid's agent either.
     let mut w = Command::new(worker_bin());
-    w.arg(json!({"pool_path": null, "credentials_path": theirs.creds_path(), "agent": "require"}).to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    w.arg(
+        json!({"pool_path": null, "credentials_path": theirs.creds_path(), "agent": "require"})
+            .to_string(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     home_env(&mut w, &theirs, Some(&txdg));
     let (v, _) = worker_result(w.spawn().unwrap());
     assert_eq!(v["error"], "HAP_STATUS_UNAVAILABLE", "{v}");
@@ -816,7 +957,10 @@ fn another_uid_is_refused() {
     let mut log = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(st.success(), "{st} {log}");
-    assert!(log.contains("peer_refused") && log.contains("uid 0"), "{log}");
+    assert!(
+        log.contains("peer_refused") && log.contains("uid 0"),
+        "{log}"
+    );
 }
 
 /// contrib/systemd/hap-agent.service's ExecStart, split into words, `%h` expanded.
@@ -856,11 +1000,26 @@ fn the_systemd_unit_verifies_and_its_command_runs_the_agent() {
     // The unit's own command line, plus --config (the test's token URL), with
     // XDG_RUNTIME_DIR set as a systemd user manager sets it.
     let xdg = runtime_dir(&h, "xdg");
-    let mut a = AgentProc::spawn(&h, &agent_cfg(&cfg), Some(&xdg), &installed, &argv[1..], &[], true);
-    assert!(wait_until(Duration::from_secs(20), || !a.events("refreshed").is_empty()), "{}", a.log());
+    let mut a = AgentProc::spawn(
+        &h,
+        &agent_cfg(&cfg),
+        Some(&xdg),
+        &installed,
+        &argv[1..],
+        &[],
+        true,
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !a
+            .events("refreshed")
+            .is_empty()),
+        "{}",
+        a.log()
+    );
     let creds = h.dir.path().join("anthropic/credentials/hap.json");
     assert!(wait_until(Duration::from_secs(10), || creds.exists()
-        && read_json(&creds)["access_token"] == h.creds_access().as_str()));
+        && read_json(&creds)["access_token"]
+            == h.creds_access().as_str()));
     // Every line is JSON (the unit asks for --log-format json) and holds no token.
     for l in a.log().lines() {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
@@ -911,72 +1070,144 @@ fn twenty_readers_in_three_languages_never_see_an_expired_token_across_rotations
     // The systemd unit's command (flags after the program name), scaled.
     let mut args: Vec<String> = argv[1..].to_vec();
     args.extend(["--lead", LEAD, "--jitter", "500ms", "--poll", "100ms"].map(String::from));
-    let mut agent = AgentProc::spawn(&h, &agent_cfg(&cfg), Some(&xdg), &hap_bin(), &args, &[], true);
+    let mut agent = AgentProc::spawn(
+        &h,
+        &agent_cfg(&cfg),
+        Some(&xdg),
+        &hap_bin(),
+        &args,
+        &[],
+        true,
+    );
     let profile = h.dir.path().join("anthropic/credentials/hap.json");
-    assert!(wait_until(Duration::from_secs(20), || profile.exists()), "{}", agent.log());
+    assert!(
+        wait_until(Duration::from_secs(20), || profile.exists()),
+        "{}",
+        agent.log()
+    );
 
     let reader_cfg = with(&cfg, "refresh_skew_ms", json!(SKEW_MS));
     let readers_py = repo().join("tests/agent/readers.py");
-    let run = RUN_MS.to_string();
+    let go = h.dir.path().join("go");
+    let go_s = go.to_str().unwrap().to_string();
     let mut children = Vec::new();
-    let mut spawn = |mut c: Command| {
-        home_env(&mut c, &h, Some(&xdg));
-        c.env("HAP_LIBRARY_PATH", libhap_path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        children.push(c.spawn().unwrap());
-    };
     for i in 0..20 {
         let mut c;
         match i {
             0..=4 => {
                 c = Command::new(&python);
-                c.arg(&readers_py).args(["socket", agent.socket.to_str().unwrap(), &SKEW_MS.to_string(), &run, "150"]);
+                c.arg(&readers_py).args([
+                    "socket",
+                    agent.socket.to_str().unwrap(),
+                    &SKEW_MS.to_string(),
+                    &go_s,
+                    "150",
+                ]);
             }
-            5..=8 | 9..=10 => {
-                let (c2, kind) = if i <= 8 { (reader_cfg.clone(), "rust") } else { (with(&reader_cfg, "agent", json!("require")), "rust-agent") };
+            5..=10 => {
+                let (c2, kind) = if i <= 8 {
+                    (reader_cfg.clone(), "rust")
+                } else {
+                    (with(&reader_cfg, "agent", json!("require")), "rust-agent")
+                };
                 c = Command::new(reader_bin());
-                c.args([c2.to_string(), run.clone(), "150".into(), kind.into()]);
+                c.args([c2.to_string(), go_s.clone(), "150".into(), kind.into()]);
             }
-            11..=13 | 14..=15 => {
-                let c2 = if i <= 13 { reader_cfg.clone() } else { with(&reader_cfg, "agent", json!("prefer")) };
+            11..=15 => {
+                let c2 = if i <= 13 {
+                    reader_cfg.clone()
+                } else {
+                    with(&reader_cfg, "agent", json!("prefer"))
+                };
                 c = Command::new(&python);
-                c.arg(&readers_py).args(["binding", &c2.to_string(), &run, "150"]);
+                c.arg(&readers_py)
+                    .args(["binding", &c2.to_string(), &go_s, "150"]);
             }
             _ => {
                 c = Command::new(&python);
-                c.arg(&readers_py).args(["sdk", "hap", &api.base, &run, "150"]);
+                c.arg(&readers_py)
+                    .args(["sdk", "hap", &api.base, &go_s, "150"]);
             }
         }
-        spawn(c);
+        home_env(&mut c, &h, Some(&xdg));
+        c.env("HAP_LIBRARY_PATH", libhap_path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        children.push(c.spawn().unwrap());
+    }
+    // Each reader's lines, as they come; `ready` counts readers set up.
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut collectors = Vec::new();
+    for ch in &mut children {
+        let out = ch.stdout.take().unwrap();
+        let ready = ready.clone();
+        collectors.push(std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = Vec::new();
+            for l in std::io::BufReader::new(out).lines() {
+                let l = l.unwrap();
+                let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                if v["ready"] == true {
+                    ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                } else {
+                    lines.push(v);
+                }
+            }
+            lines
+        }));
+    }
+    assert!(
+        wait_until(Duration::from_secs(120), || ready
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 20),
+        "readers never got ready"
+    );
+    // Every token ever issued and when it expires: the first login, and the journal, read
+    // throughout (it keeps only the 16 newest entries).
+    let mut expiry: HashMap<String, i64> = HashMap::from([(sha16(A1), first_exp)]);
+    let snapshot = |expiry: &mut HashMap<String, i64>| {
+        for (t, exp, _) in journalled_tokens(&h) {
+            expiry.insert(sha16(&t), exp);
+        }
+    };
+    let end_at = now_ms() + RUN_MS as i64;
+    fs::write(h.dir.path().join("go.tmp"), end_at.to_string()).unwrap();
+    fs::rename(h.dir.path().join("go.tmp"), &go).unwrap();
+    while now_ms() < end_at + 1000 {
+        snapshot(&mut expiry);
+        std::thread::sleep(Duration::from_millis(200));
     }
     let mut records = Vec::new();
-    for ch in children {
+    for (ch, col) in children.into_iter().zip(collectors) {
         let out = ch.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "a reader failed: {stderr}");
         assert!(!stderr.contains("sk-ant-"));
-        for l in String::from_utf8_lossy(&out.stdout).lines() {
-            records.push(serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")));
-        }
+        records.extend(col.join().unwrap());
     }
     assert!(agent.term().success(), "{}", agent.log());
-
-    // Every token ever issued and when it expires: the journal, plus the first login.
-    let mut expiry: HashMap<String, i64> = journalled_tokens(&h)
-        .into_iter()
-        .map(|(t, exp, _)| (sha16(&t), exp))
-        .collect();
-    expiry.insert(sha16(A1), first_exp);
+    snapshot(&mut expiry);
     let stats = s.stats();
     let posts = stats["log"].as_array().unwrap();
     assert!(posts.len() >= 3, "at least 3 rotations: {stats}");
     assert_eq!(stats["invalid_grant"], 0, "{stats}");
     // Exactly one POST per rotation, and all of them the agent's.
-    let spent: HashSet<&str> = posts.iter().map(|p| p["refresh_token_sha256"].as_str().unwrap()).collect();
+    let spent: HashSet<&str> = posts
+        .iter()
+        .map(|p| p["refresh_token_sha256"].as_str().unwrap())
+        .collect();
     assert_eq!(spent.len(), posts.len(), "{stats}");
-    assert!(posts.iter().all(|p| p["user_agent"] == "hap-agent" && p["status"] == 200), "{stats}");
-    assert_eq!(expiry.len(), posts.len() + 1, "every rotation journalled");
+    assert!(
+        posts
+            .iter()
+            .all(|p| p["user_agent"] == "hap-agent" && p["status"] == 200),
+        "{stats}"
+    );
+    assert_eq!(
+        expiry.len(),
+        posts.len() + 1,
+        "every rotation was journalled"
+    );
 
     // No reader saw an expired token, or an error.
     let mut by_kind: HashMap<String, (usize, HashSet<String>)> = HashMap::new();
@@ -989,10 +1220,19 @@ fn twenty_readers_in_three_languages_never_see_an_expired_token_across_rotations
             continue;
         }
         let sha = r["sha"].as_str().unwrap();
-        let exp = *expiry.get(sha).unwrap_or_else(|| panic!("a token hap never issued: {r}"));
+        let exp = *expiry
+            .get(sha)
+            .unwrap_or_else(|| panic!("a token hap never issued: {r}"));
         let t = r["t_ms"].as_i64().unwrap();
-        assert!(t < exp, "{kind} used a token {} ms after it expired: {r}", t - exp);
-        assert!(r["refreshed"] != true, "a reader refreshed instead of the agent: {r}");
+        assert!(
+            t < exp,
+            "{kind} used a token {} ms after it expired: {r}",
+            t - exp
+        );
+        assert!(
+            r["refreshed"] != true,
+            "a reader refreshed instead of the agent: {r}"
+        );
         let e = by_kind.entry(kind).or_default();
         e.0 += 1;
         e.1.insert(sha.to_string());
@@ -1004,19 +1244,37 @@ fn twenty_readers_in_three_languages_never_see_an_expired_token_across_rotations
     for e in &api_log {
         assert_eq!(e["authorization_scheme"], "Bearer", "{e}");
         assert_eq!(e["x_api_key"], false);
-        assert!(e["anthropic_beta"].as_str().unwrap().contains("oauth-2025-04-20"), "{e}");
+        assert!(
+            e["anthropic_beta"]
+                .as_str()
+                .unwrap()
+                .contains("oauth-2025-04-20"),
+            "{e}"
+        );
         let sha = e["bearer_sha256"].as_str().unwrap();
-        let exp = *expiry.get(sha).unwrap_or_else(|| panic!("the SDK sent a token hap never issued: {e}"));
-        assert!(e["t_ms"].as_i64().unwrap() < exp, "the SDK sent an expired token: {e}");
+        let exp = *expiry
+            .get(sha)
+            .unwrap_or_else(|| panic!("the SDK sent a token hap never issued: {e}"));
+        assert!(
+            e["t_ms"].as_i64().unwrap() < exp,
+            "the SDK sent an expired token: {e}"
+        );
         sdk_tokens.insert(sha.to_string());
     }
     for kind in ["socket", "rust", "rust-agent", "python", "python-agent"] {
         let (n, seen) = by_kind.get(kind).cloned().unwrap_or_default();
         assert!(n > 0, "no {kind} reader reported");
-        assert!(seen.len() >= 2, "{kind} readers followed the rotations: saw {} tokens", seen.len());
+        assert!(
+            seen.len() >= 2,
+            "{kind} readers followed the rotations: saw {} tokens",
+            seen.len()
+        );
     }
     assert!(by_kind["sdk"].0 > 0);
-    assert!(sdk_tokens.len() >= 2, "the SDK followed the rotations: {sdk_tokens:?}");
+    assert!(
+        sdk_tokens.len() >= 2,
+        "the SDK followed the rotations: {sdk_tokens:?}"
+    );
     assert_no_refresh_token("the profile", &fs::read_to_string(&profile).unwrap());
     assert_eq!(mode(&profile), 0o600);
 }

@@ -164,9 +164,9 @@ fn same_path(a: Option<&Path>, b: Option<&str>) -> bool {
                 return true;
             }
             let canon = |p: &Path| -> Option<PathBuf> {
-                fs::canonicalize(p).ok().or_else(|| {
-                    Some(fs::canonicalize(p.parent()?).ok()?.join(p.file_name()?))
-                })
+                fs::canonicalize(p)
+                    .ok()
+                    .or_else(|| Some(fs::canonicalize(p.parent()?).ok()?.join(p.file_name()?)))
             };
             canon(a).is_some() && canon(a) == canon(b)
         }
@@ -239,9 +239,8 @@ impl Link {
         }
         // Long enough for the agent's own slowest resolve: a lock wait, a POST to every
         // token URL, the 3 s watch after invalid_grant, and slack.
-        let timeout_ms = cfg.lock_timeout_ms
-            + cfg.http_timeout_ms * cfg.token_urls.len().max(1) as u64
-            + 8_000;
+        let timeout_ms =
+            cfg.lock_timeout_ms + cfg.http_timeout_ms * cfg.token_urls.len().max(1) as u64 + 8_000;
         Some(Link {
             mode: cfg.agent,
             dir: locate(),
@@ -285,11 +284,7 @@ impl Link {
 
     /// One exchange, on an idle connection or a new one. A reused connection that fails
     /// (the agent restarted since) is replaced once.
-    fn call<T>(
-        &self,
-        line: &str,
-        parse: impl Fn(&[u8]) -> T,
-    ) -> std::result::Result<T, String> {
+    fn call<T>(&self, line: &str, parse: impl Fn(&[u8]) -> T) -> std::result::Result<T, String> {
         if self.mode == AgentMode::Prefer && now_ms() < self.quiet_until_ms.load(Ordering::Relaxed)
         {
             return Err("it did not answer a moment ago".into());

@@ -46,8 +46,9 @@ pub enum Op {
 }
 
 pub struct Request {
+    /// Echoed in the answer, even when the rest of the request is refused.
     pub id: Option<Value>,
-    pub op: Op,
+    pub op: Result<Op>,
 }
 
 fn is_fingerprint(s: &str) -> bool {
@@ -58,49 +59,62 @@ fn is_fingerprint(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Parses one request line. The error comes with the `id` when one could be read.
-pub fn parse_request(line: &[u8]) -> std::result::Result<Request, (Option<Value>, Error)> {
-    let mut m: Map<String, Value> = match serde_json::from_slice::<Value>(line) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err((None, Error::invalid("request must be a JSON object"))),
+/// Parses one request line; the `id` is kept even when the rest is refused.
+pub fn parse_request(line: &[u8]) -> Request {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(mut m)) => {
+            let id = m.remove("id");
+            Request {
+                id,
+                op: parse_op(m),
+            }
+        }
+        Ok(_) => Request {
+            id: None,
+            op: Err(Error::invalid("request must be a JSON object")),
+        },
         // serde_json's syntax errors quote positions, never the input.
-        Err(e) => return Err((None, Error::invalid(format!("request is not valid JSON: {e}")))),
-    };
-    let id = m.remove("id");
-    let fail = |e: Error| (id.clone(), e);
+        Err(e) => Request {
+            id: None,
+            op: Err(Error::invalid(format!("request is not valid JSON: {e}"))),
+        },
+    }
+}
+
+fn parse_op(mut m: Map<String, Value>) -> Result<Op> {
     let op = match m.remove("op") {
         Some(Value::String(s)) => s,
-        Some(_) => return Err(fail(Error::invalid("'op' must be a string"))),
+        Some(_) => return Err(Error::invalid("'op' must be a string")),
         None => {
-            return Err(fail(Error::invalid(
+            return Err(Error::invalid(
                 "'op' is required: resolve, report, status or agent",
-            )))
+            ))
         }
     };
     let rest = |m: Map<String, Value>| Value::Object(m).to_string();
-    let op = match op.as_str() {
-        "resolve" => Op::Resolve(ResolveRequest::from_json(Some(&rest(m))).map_err(fail)?),
+    Ok(match op.as_str() {
+        "resolve" => Op::Resolve(ResolveRequest::from_json(Some(&rest(m)))?),
         "report" => {
             let token_fingerprint = match m.remove("token_fingerprint") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) if is_fingerprint(&s) => Some(s),
                 Some(_) => {
-                    return Err(fail(Error::invalid(
+                    return Err(Error::invalid(
                         "'token_fingerprint' must be \"sha256:\" and 16 lowercase hex digits",
-                    )))
+                    ))
                 }
             };
             Op::Report {
-                failure: Failure::from_json(Some(&rest(m))).map_err(fail)?,
+                failure: Failure::from_json(Some(&rest(m)))?,
                 token_fingerprint,
             }
         }
         "status" | "agent" => {
             if let Some(k) = m.keys().next() {
-                return Err(fail(Error::invalid(format!(
+                return Err(Error::invalid(format!(
                     "unknown {op} key '{}'",
                     crate::error::shown(k)
-                ))));
+                )));
             }
             if op == "status" {
                 Op::Status
@@ -109,13 +123,12 @@ pub fn parse_request(line: &[u8]) -> std::result::Result<Request, (Option<Value>
             }
         }
         other => {
-            return Err(fail(Error::invalid(format!(
+            return Err(Error::invalid(format!(
                 "unknown op '{}': resolve, report, status or agent",
                 crate::error::shown(other)
-            ))))
+            )))
         }
-    };
-    Ok(Request { id, op })
+    })
 }
 
 fn head(id: &Option<Value>, ok: bool, extra: usize) -> Zeroizing<String> {
@@ -129,7 +142,11 @@ fn head(id: &Option<Value>, ok: bool, extra: usize) -> Zeroizing<String> {
         s.push_str(&id);
         s.push(',');
     }
-    s.push_str(if ok { "\"ok\":true,\"result\":" } else { "\"ok\":false,\"error\":" });
+    s.push_str(if ok {
+        "\"ok\":true,\"result\":"
+    } else {
+        "\"ok\":false,\"error\":"
+    });
     s
 }
 
@@ -189,7 +206,10 @@ impl LineReader {
         }
         let mut scanned = 0;
         loop {
-            if let Some(i) = self.buf[scanned..self.filled].iter().position(|&b| b == b'\n') {
+            if let Some(i) = self.buf[scanned..self.filled]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 let end = scanned + i;
                 self.last = end + 1;
                 return Ok(Line::Line(&self.buf[..end]));
@@ -250,28 +270,34 @@ mod tests {
 
     #[test]
     fn requests_use_the_abi_parsers() {
-        let r = parse_request(br#"{"op":"resolve","id":7,"min_validity_ms":5}"#).unwrap();
+        let r = parse_request(br#"{"op":"resolve","id":7,"min_validity_ms":5}"#);
         assert_eq!(r.id, Some(Value::from(7)));
-        assert!(matches!(r.op, Op::Resolve(ResolveRequest { min_validity_ms: Some(5), .. })));
-        let (id, e) = parse_request(br#"{"op":"resolve","id":"x","force":true}"#)
-            .err()
-            .unwrap();
-        assert_eq!(id, Some(Value::from("x")));
-        assert!(e.message.contains("force"), "{}", e.message);
-        let (_, e) = parse_request(br#"{"op":"report","credential_id":"a"}"#).err().unwrap();
-        assert!(e.message.contains("status_code"));
-        let (_, e) = parse_request(br#"{"op":"report","credential_id":"a","status_code":401,"token_fingerprint":"sk-ant-oat01-fake"}"#)
-            .err()
-            .unwrap();
-        assert!(!e.message.contains("sk-ant"), "{}", e.message);
-        assert!(parse_request(br#"{"op":"status","x":1}"#).is_err());
-        assert!(parse_request(br#"{"op":"sk-ant-oat01-fake-a1"}"#)
-            .err()
-            .is_some_and(|(_, e)| !e.message.contains("sk-ant-")));
-        assert!(parse_request(b"[1]").is_err());
         assert!(matches!(
-            parse_request(br#"{"op":"agent"}"#).unwrap().op,
-            Op::Agent
+            r.op,
+            Ok(Op::Resolve(ResolveRequest {
+                min_validity_ms: Some(5),
+                ..
+            }))
+        ));
+        let r = parse_request(br#"{"op":"resolve","id":"x","force":true}"#);
+        assert_eq!(r.id, Some(Value::from("x")));
+        let e = r.op.err().unwrap();
+        assert!(e.message.contains("force"), "{}", e.message);
+        let err = |line: &[u8]| parse_request(line).op.err().unwrap();
+        assert!(err(br#"{"op":"report","credential_id":"a"}"#)
+            .message
+            .contains("status_code"));
+        let e = err(br#"{"op":"report","credential_id":"a","status_code":401,"token_fingerprint":"sk-ant-oat01-fake"}"#);
+        assert!(!e.message.contains("sk-ant"), "{}", e.message);
+        assert!(parse_request(br#"{"op":"status","x":1}"#).op.is_err());
+        assert!(!err(br#"{"op":"sk-ant-oat01-fake-a1"}"#)
+            .message
+            .contains("sk-ant-"));
+        assert!(err(b"[1]").message.contains("JSON object"));
+        assert!(err(b"{").message.contains("not valid JSON"));
+        assert!(matches!(
+            parse_request(br#"{"op":"agent"}"#).op,
+            Ok(Op::Agent)
         ));
     }
 
@@ -284,15 +310,24 @@ mod tests {
         assert!(r.next(&mut input).is_err());
         let long = vec![b'x'; MAX_LINE + 10];
         let mut r = LineReader::default();
-        assert!(matches!(r.next(&mut long.as_slice()).unwrap(), Line::TooLong));
+        assert!(matches!(
+            r.next(&mut long.as_slice()).unwrap(),
+            Line::TooLong
+        ));
         let mut empty: &[u8] = b"";
-        assert!(matches!(LineReader::default().next(&mut empty).unwrap(), Line::Eof));
+        assert!(matches!(
+            LineReader::default().next(&mut empty).unwrap(),
+            Line::Eof
+        ));
     }
 
     #[test]
     fn answers_round_trip() {
         let line = ok_line(&Some(Value::from(1)), r#"{"x":2}"#);
-        assert_eq!(line.as_str(), "{\"id\":1,\"ok\":true,\"result\":{\"x\":2}}\n");
+        assert_eq!(
+            line.as_str(),
+            "{\"id\":1,\"ok\":true,\"result\":{\"x\":2}}\n"
+        );
         assert_eq!(parse_answer(line.trim_end().as_bytes()).unwrap()["x"], 2);
         let e = Error::new(Status::Unavailable, "later").with_retry_at(Some(5));
         let line = err_line(&None, &e);

@@ -183,11 +183,7 @@ fn random_below(n: u64) -> u64 {
 fn refreshable(c: &Value) -> Option<(&str, i64)> {
     let source = c["source"].as_str()?;
     let ours = source == "claude_code" || source == "manual" || source.starts_with("manual:");
-    if !ours
-        || c["auth_type"] != "oauth"
-        || c["has_token"] != true
-        || c["last_status"] == "dead"
-    {
+    if !ours || c["auth_type"] != "oauth" || c["has_token"] != true || c["last_status"] == "dead" {
         return None;
     }
     Some((c["credential_id"].as_str()?, c["expires_at_ms"].as_i64()?))
@@ -422,10 +418,7 @@ impl Shared {
                 }
             }
             Err(e) => {
-                let until = e
-                    .retry_at_ms
-                    .unwrap_or(now + retry_ms)
-                    .max(now + 1_000);
+                let until = e.retry_at_ms.unwrap_or(now + retry_ms).max(now + 1_000);
                 lock(&self.schedule)
                     .retry
                     .insert(id.to_string(), (until, exp));
@@ -491,12 +484,13 @@ impl Shared {
 
     /// One request line in, one answer line out.
     fn answer(&self, line: &[u8]) -> Zeroizing<String> {
-        let req = match proto::parse_request(line) {
-            Ok(r) => r,
-            Err((id, e)) => return proto::err_line(&id, &e),
-        };
+        let req = proto::parse_request(line);
         let id = req.id;
-        match req.op {
+        let op = match req.op {
+            Ok(op) => op,
+            Err(e) => return proto::err_line(&id, &e),
+        };
+        match op {
             Op::Resolve(r) => match self.pool.resolve(&r) {
                 Ok(t) => proto::ok_line(&id, &Zeroizing::new(t.to_json_string())),
                 Err(e) => proto::err_line(&id, &e),
@@ -817,7 +811,10 @@ fn accept_loop(s: &Arc<Shared>, listener: UnixListener, wake: OwnedFd) {
         {
             let mut conns = lock(&s.conns.0);
             if conns.len() >= MAX_CONNECTIONS {
-                let e = Error::new(Status::Unavailable, "the hap agent is busy: too many connections");
+                let e = Error::new(
+                    Status::Unavailable,
+                    "the hap agent is busy: too many connections",
+                );
                 let _ = send_all(&stream, proto::err_line(&None, &e).as_bytes());
                 continue;
             }
@@ -850,10 +847,6 @@ fn accept_loop(s: &Arc<Shared>, listener: UnixListener, wake: OwnedFd) {
         let _ = c.shutdown(std::net::Shutdown::Read);
     }
     while !conns.is_empty() {
-        conns = s
-            .conns
-            .1
-            .wait(conns)
-            .unwrap_or_else(|p| p.into_inner());
+        conns = s.conns.1.wait(conns).unwrap_or_else(|p| p.into_inner());
     }
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Readers for tests/agent.rs (issue 15): each resolves a token every EVERY_MS until RUN_MS
-have passed and prints one JSON line per use, never the token itself:
+"""Readers for tests/agent.rs (issue 15). Each sets up, prints ``{"ready": true}``, waits
+until the file GO exists (it holds the epoch ms to stop at), then uses a token every EVERY_MS
+until then, printing one JSON line per use, never the token itself:
 ``{"kind", "sha" (sha256 of the token, 16 hex), "t_ms", "expires_at_ms"}`` or
 ``{"kind", "t_ms", "error"}``.
 
-    readers.py socket  SOCKET MIN_VALIDITY_MS RUN_MS EVERY_MS   # raw newline-delimited JSON
-    readers.py binding CONFIG_JSON RUN_MS EVERY_MS              # the ctypes binding, HAP_LIBRARY_PATH
-    readers.py sdk     PROFILE BASE_URL RUN_MS EVERY_MS         # the real anthropic SDK, profile=
+    readers.py socket  SOCKET MIN_VALIDITY_MS GO EVERY_MS   # raw newline-delimited JSON
+    readers.py binding CONFIG_JSON GO EVERY_MS              # the ctypes binding, HAP_LIBRARY_PATH
+    readers.py sdk     PROFILE BASE_URL GO EVERY_MS         # the real anthropic SDK, profile=
 """
 
 import hashlib
@@ -30,9 +31,16 @@ def emit(**kw):
     sys.stdout.flush()
 
 
-def loop(kind, run_ms, every_ms, once):
-    end = time.monotonic() + run_ms / 1000.0
-    while time.monotonic() < end:
+def loop(kind, go, every_ms, once):
+    emit(kind=kind, ready=True)
+    while True:
+        try:
+            with open(go) as f:
+                end_ms = int(f.read().strip())
+            break
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    while now_ms() < end_ms:
         try:
             once()
         except Exception as e:  # noqa: BLE001 - every failure is a reported result
@@ -40,7 +48,7 @@ def loop(kind, run_ms, every_ms, once):
         time.sleep(every_ms / 1000.0)
 
 
-def socket_reader(path, min_validity_ms, run_ms, every_ms):
+def socket_reader(path, min_validity_ms, go, every_ms):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
     f = s.makefile("rwb")
@@ -62,10 +70,10 @@ def socket_reader(path, min_validity_ms, run_ms, every_ms):
         emit(kind="socket", sha=sha(r["access_token"]), t_ms=now_ms(),
              expires_at_ms=r["expires_at_ms"], refreshed=r["refreshed"])
 
-    loop("socket", run_ms, every_ms, once)
+    loop("socket", go, every_ms, once)
 
 
-def binding_reader(config, run_ms, every_ms):
+def binding_reader(config, go, every_ms):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bindings", "python"))
     try:  # the package's name on PyPI may differ from the import path in the checkout
         import hap_oauth as hap  # type: ignore[import-not-found]
@@ -80,10 +88,10 @@ def binding_reader(config, run_ms, every_ms):
         emit(kind=kind, sha=sha(t.access_token), t_ms=now_ms(),
              expires_at_ms=t.expires_at_ms, refreshed=t.refreshed)
 
-    loop(kind, run_ms, every_ms, once)
+    loop(kind, go, every_ms, once)
 
 
-def sdk_reader(profile, base_url, run_ms, every_ms):
+def sdk_reader(profile, base_url, go, every_ms):
     import anthropic
 
     client = anthropic.Anthropic(profile=profile, base_url=base_url, max_retries=0)
@@ -95,17 +103,17 @@ def sdk_reader(profile, base_url, run_ms, every_ms):
         # The token itself is judged by the fake Messages API's log (what was sent).
         emit(kind="sdk", t_ms=now_ms(), ok=m.content[0].text == "ok")
 
-    loop("sdk", run_ms, every_ms, once)
+    loop("sdk", go, every_ms, once)
 
 
 def main(argv):
     mode = argv[1]
     if mode == "socket":
-        socket_reader(argv[2], argv[3], int(argv[4]), int(argv[5]))
+        socket_reader(argv[2], argv[3], argv[4], int(argv[5]))
     elif mode == "binding":
-        binding_reader(argv[2], int(argv[3]), int(argv[4]))
+        binding_reader(argv[2], argv[3], int(argv[4]))
     elif mode == "sdk":
-        sdk_reader(argv[2], argv[3], int(argv[4]), int(argv[5]))
+        sdk_reader(argv[2], argv[3], argv[4], int(argv[5]))
     else:
         raise SystemExit("unknown mode " + mode)
 

@@ -95,11 +95,7 @@ impl AgentProc {
         envs: &[(&str, &str)],
         wait_ready: bool,
     ) -> AgentProc {
-        let cfg_path = config_file(
-            home,
-            &format!("agent-{}.json", now_ms()),
-            cfg,
-        );
+        let cfg_path = config_file(home, &format!("agent-{}.json", now_ms()), cfg);
         let mut c = Command::new(program);
         c.args(argv)
             .arg("--config")

@@ -126,22 +126,24 @@ pub fn run(cfg: Config, a: ExecArgs) -> Result<ExitCode, Error> {
         None => cmd.env_remove("HAP_TOKEN_EXPIRES_AT_MS"),
     };
     // Kept open until exec, which hands it to the child.
-    let _pipe;
-    if claude_code {
+    let _pipe = if claude_code {
         let fd = token_pipe(t.access_token.expose().as_bytes())?;
         cmd.env(CLAUDE_CODE_FD_VAR, fd.as_raw_fd().to_string());
         for v in CLAUDE_CODE_SHADOWING {
             cmd.env_remove(v);
         }
-        _pipe = Some(fd);
+        Some(fd)
     } else {
         let name = a.env.as_deref().expect("checked above");
         cmd.env(name, t.access_token.expose());
-        _pipe = None;
-    }
+        None
+    };
     drop(t);
     let err = cmd.exec();
-    eprintln!("hap exec: cannot run {}: {err}", Path::new(&program).display());
+    eprintln!(
+        "hap exec: cannot run {}: {err}",
+        Path::new(&program).display()
+    );
     Ok(ExitCode::from(
         if err.kind() == std::io::ErrorKind::NotFound {
             127
