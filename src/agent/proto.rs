@@ -31,9 +31,9 @@ use std::io::{Read, Write};
 use zeroize::Zeroizing;
 
 /// Longest line either side accepts.
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// Bumped when an answer changes meaning; `{"op": "agent"}` reports it.
-pub const PROTOCOL: u64 = 1;
+pub(crate) const PROTOCOL: u64 = 1;
 
 pub enum Op {
     Resolve(ResolveRequest),
