@@ -92,6 +92,7 @@ pub fn config_dir() -> Result<PathBuf> {
 /// removed by someone else).
 #[derive(PartialEq)]
 struct Written {
+    credential_id: String,
     fingerprint: String,
     expires_at_ms: Option<i64>,
     ino: u64,
@@ -222,6 +223,12 @@ impl SdkProfile {
         }
     }
 
+    /// The credential whose token was written last: the profile sticks to it while it is
+    /// usable, so a `round_robin` pool does not flip the file at every look.
+    pub fn credential_id(&self) -> Option<&str> {
+        self.written.as_ref().map(|w| w.credential_id.as_str())
+    }
+
     /// Writes the token into the profile's credentials file when it differs from what was
     /// written last, or the file is no longer the one written. `Ok(true)` when it wrote.
     pub fn sync(&mut self, t: &Token) -> Result<bool> {
@@ -258,6 +265,7 @@ impl SdkProfile {
         body.push_str("\n}\n");
         let m = write_private(&path, body.as_bytes())?;
         self.written = Some(Written {
+            credential_id: t.credential_id.clone(),
             fingerprint,
             expires_at_ms: t.expires_at_ms,
             ino: m.ino(),

@@ -444,11 +444,19 @@ impl Shared {
         let Some(profile) = guard.as_mut() else {
             return;
         };
-        let req = ResolveRequest {
+        let any = ResolveRequest {
             min_validity_ms: Some(0),
             ..ResolveRequest::default()
         };
-        let result = self.pool.resolve(&req).and_then(|t| {
+        let pinned = profile.credential_id().map(|id| ResolveRequest {
+            credential_id: Some(id.to_string()),
+            ..any.clone()
+        });
+        let resolved = match &pinned {
+            Some(p) => self.pool.resolve(p).or_else(|_| self.pool.resolve(&any)),
+            None => self.pool.resolve(&any),
+        };
+        let result = resolved.and_then(|t| {
             let wrote = profile.sync(&t)?;
             Ok((t, wrote))
         });
