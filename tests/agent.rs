@@ -452,12 +452,18 @@ fn killed_at(point: &str) -> (FakeServer, Home, Value, PathBuf, AgentProc) {
     let s = FakeServer::start();
     let (h, cfg) = setup(&s, 1000);
     let xdg = runtime_dir(&h, "xdg");
-    let mut dying = AgentProc::start(
+    // Not waited for: it may die at its first refresh before the socket is ever asked.
+    let argv: Vec<String> = ["agent", "--log-format", "json", "--lead", "10s"]
+        .map(String::from)
+        .to_vec();
+    let mut dying = AgentProc::spawn(
         &h,
         &agent_cfg(&cfg),
         Some(&xdg),
-        &["--lead", "10s"],
+        &hap_bin(),
+        &argv,
         &[("HAP_FAULT", point)],
+        false,
     );
     let st = dying.wait(Duration::from_secs(30));
     use std::os::unix::process::ExitStatusExt;
@@ -497,9 +503,14 @@ fn agent_killed_after_the_journal_fsync_then_restarted_commits_the_pair() {
         "no second POST: the journalled pair was committed"
     );
     assert!(again.events("refreshed").is_empty(), "{}", again.log());
+    // The pair is in the store first, then the entry is marked committed.
+    assert!(wait_until(Duration::from_secs(10), || journalled_tokens(
+        &h
+    )
+    .iter()
+    .all(|e| e.2)));
     let journal = journalled_tokens(&h);
     assert_eq!(journal.len(), 1);
-    assert!(journal[0].2);
     assert_eq!(h.creds_access(), journal[0].0);
 }
 

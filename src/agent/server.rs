@@ -456,6 +456,11 @@ impl Shared {
             Some(p) => self.pool.resolve(p).or_else(|_| self.pool.resolve(&any)),
             None => self.pool.resolve(&any),
         };
+        if let Ok(t) = &resolved {
+            if t.refreshed {
+                self.note_refreshed(&t.credential_id, t.expires_at_ms);
+            }
+        }
         let result = resolved.and_then(|t| {
             let wrote = profile.sync(&t)?;
             Ok((t, wrote))
@@ -500,7 +505,13 @@ impl Shared {
         };
         match op {
             Op::Resolve(r) => match self.pool.resolve(&r) {
-                Ok(t) => proto::ok_line(&id, &Zeroizing::new(t.to_json_string())),
+                Ok(t) => {
+                    if t.refreshed {
+                        // A client asked for more validity than the schedule keeps.
+                        self.note_refreshed(&t.credential_id, t.expires_at_ms);
+                    }
+                    proto::ok_line(&id, &Zeroizing::new(t.to_json_string()))
+                }
                 Err(e) => proto::err_line(&id, &e),
             },
             Op::Report {
