@@ -178,14 +178,16 @@ fn a_second_agent_for_the_same_directory_is_refused_and_sigterm_cleans_up() {
             && err.contains(&format!("pid {}", a.child.id())),
         "{err}"
     );
-    // The first is untouched.
+    // The first is untouched; SIGINT (Ctrl-C in a terminal) stops it as SIGTERM does.
     assert_eq!(a.ask(r#"{"op": "agent"}"#)["ok"], true);
-    let st = a.term();
+    a.signal(libc::SIGINT);
+    let st = a.wait(Duration::from_secs(60));
     assert!(st.success(), "{st}: {}", a.log());
     assert!(!xdg.join("hap/agent.sock").exists());
     let state = read_json(&xdg.join("hap/agent.json"));
     assert!(state["stopped_at_ms"].is_i64(), "{state}");
     assert_eq!(a.events("stopped").len(), 1);
+    assert_eq!(a.events("stopping")[0]["signal"], "SIGINT");
 }
 
 #[test]
@@ -1288,6 +1290,14 @@ fn twenty_readers_in_three_languages_never_see_an_expired_token_across_rotations
     );
     assert_no_refresh_token("the profile", &fs::read_to_string(&profile).unwrap());
     assert_eq!(mode(&profile), 0o600);
+    let counts: HashMap<&String, usize> = by_kind.iter().map(|(k, v)| (k, v.0)).collect();
+    eprintln!(
+        "rotations (POSTs): {}, invalid_grant: 0, uses per reader kind: {counts:?}, \
+         SDK requests seen by the fake Messages API: {} with {} distinct tokens",
+        posts.len(),
+        api_log.len(),
+        sdk_tokens.len()
+    );
 }
 
 /// `testing/fake_messages_api.py`, started for one test.

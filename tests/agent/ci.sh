@@ -30,4 +30,4 @@ export HAP_LIBRARY_PATH="$PWD/target/debug/libhap.so"
 if [[ "$(id -u)" == 0 ]]; then
     export HAP_TEST_REQUIRE_ROOT=1
 fi
-cargo test --features fault-injection --locked --test agent -- --ignored --test-threads 1
+cargo test --features fault-injection --locked --test agent -- --ignored --test-threads 1 --nocapture
