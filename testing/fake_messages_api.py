@@ -20,7 +20,7 @@ Admin endpoints (JSON in, JSON out):
 | request | effect |
 |---|---|
 | ``GET /_admin/stats`` | ``{"requests": N, "log": [...]}`` |
-| ``POST /_admin/script`` ``{"answers": [A, ...]}`` | FIFO: each request to /v1/messages takes the first entry |
+| ``POST /_admin/script`` ``{"answers": [A, ...]}`` | FIFO: each /v1/messages request takes one |
 | ``POST /_admin/reject`` ``{"sha256": "<16 hex>"}`` | that bearer token answers 401 from now on |
 | ``POST /_admin/reset`` | clears the log, the script and the rejected set |
 
@@ -87,7 +87,7 @@ class Handler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
 
-    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+    def log_message(self, format, *args):
         pass
 
     def _body(self):
@@ -162,9 +162,7 @@ class Handler(BaseHTTPRequestHandler):
         delay = answer.get("delay_ms")
         if isinstance(delay, (int, float)) and delay > 0:
             time.sleep(delay / 1000.0)
-        if bearer is None:
-            status, body, headers = 401, None, {}
-        elif rejected:
+        if bearer is None or rejected:
             status, body, headers = 401, None, {}
         else:
             status = int(answer.get("status", 200))

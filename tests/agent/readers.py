@@ -43,7 +43,7 @@ def loop(kind, go, every_ms, once):
     while now_ms() < end_ms:
         try:
             once()
-        except Exception as e:  # noqa: BLE001 - every failure is a reported result
+        except Exception as e:
             emit(kind=kind, t_ms=now_ms(), error=type(e).__name__, message=str(e)[:200])
         time.sleep(every_ms / 1000.0)
 
@@ -64,11 +64,21 @@ def socket_reader(path, min_validity_ms, go, every_ms):
         r = answer["result"]
         # What the socket hands out must never include a refresh token.
         assert set(r) == {
-            "access_token", "credential_id", "label", "source", "auth_type",
-            "expires_at_ms", "refreshed",
+            "access_token",
+            "credential_id",
+            "label",
+            "source",
+            "auth_type",
+            "expires_at_ms",
+            "refreshed",
         }, sorted(r)
-        emit(kind="socket", sha=sha(r["access_token"]), t_ms=now_ms(),
-             expires_at_ms=r["expires_at_ms"], refreshed=r["refreshed"])
+        emit(
+            kind="socket",
+            sha=sha(r["access_token"]),
+            t_ms=now_ms(),
+            expires_at_ms=r["expires_at_ms"],
+            refreshed=r["refreshed"],
+        )
 
     loop("socket", go, every_ms, once)
 
@@ -85,8 +95,13 @@ def binding_reader(config, go, every_ms):
 
     def once():
         t = pool.resolve_token()
-        emit(kind=kind, sha=sha(t.access_token), t_ms=now_ms(),
-             expires_at_ms=t.expires_at_ms, refreshed=t.refreshed)
+        emit(
+            kind=kind,
+            sha=sha(t.access_token),
+            t_ms=now_ms(),
+            expires_at_ms=t.expires_at_ms,
+            refreshed=t.refreshed,
+        )
 
     loop(kind, go, every_ms, once)
 
