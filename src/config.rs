@@ -43,6 +43,8 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub claude_code_lock: bool,
     pub adopt_external_logins: bool,
+    /// hap agent (issue 15): defer to a running `hap agent` (docs/AGENT.md).
+    pub agent: crate::agent::AgentMode,
 }
 
 /// A directory named by an environment variable, when set and non-empty. A relative one
@@ -98,6 +100,7 @@ impl Default for Config {
             http_timeout_ms: 10_000,
             claude_code_lock: true,
             adopt_external_logins: true,
+            agent: crate::agent::AgentMode::Off,
         }
     }
 }
@@ -283,6 +286,7 @@ impl Config {
                 }
                 "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
                 "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
+                "agent" => c.agent = crate::agent::AgentMode::from_json(v)?,
                 other => {
                     return Err(Error::invalid(format!(
                         "unknown config key '{}'",
@@ -354,6 +358,7 @@ impl Config {
             "http_timeout_ms": self.http_timeout_ms,
             "claude_code_lock": self.claude_code_lock,
             "adopt_external_logins": self.adopt_external_logins,
+            "agent": self.agent.as_str(),
         })
     }
 }

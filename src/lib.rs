@@ -26,6 +26,9 @@
 // cbindgen reads `src/` for the header (build.rs); only `ffi` belongs to the C ABI, so every
 // other module is hidden from it here instead of listing its constants in cbindgen.toml.
 
+// hap agent (issue 15): the socket protocol, client and server.
+/// cbindgen:ignore
+pub mod agent;
 /// cbindgen:ignore
 pub mod alloc;
 /// cbindgen:ignore
@@ -54,6 +57,9 @@ mod refresh;
 mod request;
 /// cbindgen:ignore
 mod rng;
+// The Anthropic SDK profile sink the agent writes (issue 15).
+/// cbindgen:ignore
+pub mod sdk_profile;
 /// cbindgen:ignore
 mod secret;
 /// cbindgen:ignore

@@ -166,6 +166,8 @@ pub struct Pool {
     /// starting a watch thread and an inotify descriptor for it cost more than the whole
     /// resolve (tearing the descriptor down took 80-90 % of `hap token`'s 12-16 ms).
     watch_wanted: AtomicBool,
+    /// hap agent (issue 15): set when the config's `agent` key is prefer or require.
+    agent: Option<crate::agent::client::Link>,
 }
 
 /// The token a row serves, from whichever store is its authority.
@@ -336,8 +338,13 @@ impl Pool {
             rr_cursor: AtomicUsize::new(0),
             watch: OnceLock::new(),
             watch_wanted: AtomicBool::new(false),
+            agent: crate::agent::client::Link::new(&cfg),
             cfg,
         };
+        // hap agent (issue 15): a pool that defers to a running agent never reads a store.
+        if pool.agent.as_ref().is_some_and(|a| a.defers_open()) {
+            return Ok(pool);
+        }
         drop(pool.current(false, false)?);
         Ok(pool)
     }
@@ -656,6 +663,14 @@ impl Pool {
     /// docs/SPEC.md, "Resolve": sync, pick, return a valid token, refreshing when it needs it.
     pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
         req.check()?;
+        // hap agent (issue 15): the agent's answer, when the config asks for it and one answers.
+        if let Some(r) = self
+            .agent
+            .as_ref()
+            .and_then(|a| a.resolve(req, self.cfg.refresh_skew_ms))
+        {
+            return r;
+        }
         let n = self.counters.resolves.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 2 {
             // A handle that resolves twice is a long-lived one: now the store watch pays.
@@ -798,6 +813,10 @@ impl Pool {
     /// docs/SPEC.md, "Reporting a failure": what a caller saw when it used a token.
     pub fn report_failure(&self, f: &Failure) -> Result<FailureOutcome> {
         f.check()?;
+        // hap agent (issue 15): see `resolve`.
+        if let Some(r) = self.agent.as_ref().and_then(|a| a.report_failure(f)) {
+            return r;
+        }
         let (row, served) = {
             let v = self.current(true, false)?;
             let row = v
@@ -922,10 +941,15 @@ impl Pool {
     /// A snapshot with no side effects and no secrets, as the JSON `hap_pool_status` returns
     /// (the keys of [`PoolStatus`], in its field order).
     pub fn status(&self) -> Result<Value> {
+        // hap agent (issue 15): see `resolve`.
+        if let Some(r) = self.agent.as_ref().and_then(|a| a.status()) {
+            return r;
+        }
         Ok(serde_json::to_value(self.pool_status()?).expect("plain strings and numbers serialize"))
     }
 
-    /// A snapshot with no side effects and no secrets, typed.
+    /// A snapshot with no side effects and no secrets, typed. (A pool that defers to the
+    /// agent answers `status` through it; this typed view is always the local one.)
     pub fn pool_status(&self) -> Result<PoolStatus> {
         let v = self.current(false, false)?;
         let sole = v.sole_live();

@@ -1295,6 +1295,8 @@ pub fn diagnose(cfg: &Config, online: bool) -> Vec<Finding> {
     d.pool();
     d.journals();
     d.locks();
+    // hap agent (issue 15).
+    d.findings.extend(crate::agent::findings(cfg));
     d.resolvable();
     if online {
         d.online();

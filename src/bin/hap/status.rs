@@ -26,6 +26,8 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
         _ => None,
     };
     ui::out(&render(&doc, note, skew, hap::inspect::now_ms(), paint));
+    // hap agent (issue 15): alive, last and next refresh.
+    ui::out(&crate::agent::status_line(paint));
     Ok(ExitCode::SUCCESS)
 }
 
