@@ -33,6 +33,11 @@ impl Strategy {
 pub struct Config {
     pub provider: String,
     pub pool_path: Option<PathBuf>,
+    /// True when `pool_path` was filled in from `HERMES_HOME` / `HOME`, not given. Only a
+    /// default pool file is skipped when its directory does not exist (no Hermes installed:
+    /// hap creates nothing under `~/.hermes`); a path the caller named is always used, even
+    /// when it happens to equal the default.
+    pub pool_path_from_default: bool,
     pub credentials_path: Option<PathBuf>,
     pub token_urls: Vec<String>,
     pub client_id: String,
@@ -90,6 +95,7 @@ impl Default for Config {
             // Unusable variables (relative) give no default here; `from_map` reports them
             // when the default is actually needed.
             pool_path: default_pool_path().ok().flatten(),
+            pool_path_from_default: true,
             credentials_path: default_credentials_path().ok().flatten(),
             token_urls: DEFAULT_TOKEN_URLS.iter().map(|s| s.to_string()).collect(),
             client_id: DEFAULT_CLIENT_ID.into(),
@@ -295,8 +301,11 @@ impl Config {
                 }
             }
         }
-        if !m.contains_key("pool_path") {
+        if m.contains_key("pool_path") {
+            c.pool_path_from_default = false;
+        } else {
             c.pool_path = default_pool_path()?;
+            c.pool_path_from_default = true;
         }
         if !m.contains_key("credentials_path") {
             c.credentials_path = default_credentials_path()?;

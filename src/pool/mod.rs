@@ -289,7 +289,7 @@ pub fn default_pool_without_hermes(cfg: &Config) -> bool {
     let Some(path) = &cfg.pool_path else {
         return false;
     };
-    if cfg.pool_path != Config::default().pool_path {
+    if !cfg.pool_path_from_default {
         return false;
     }
     // Only "not there" counts: a directory hap cannot stat is an error to report, not a
