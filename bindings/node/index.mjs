@@ -8,6 +8,8 @@ export const {
   abiVersion,
   libraryPath,
   statusName,
+  createFetch,
+  OAUTH_BETA,
   Status,
   HapLoadError,
   HapError,
