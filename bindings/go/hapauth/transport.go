@@ -76,6 +76,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, errors.New("hapauth: Transport.Pool is nil: open a hap.Pool once and set it")
 	}
+	if prev := req.Response; prev != nil && prev.Request != nil && prev.Request.URL.Host != req.URL.Host {
+		// http.Client following a redirect to another host: the token is for
+		// the API, not for wherever a response points (http.Client drops the
+		// caller's own Authorization there too).
+		return t.base().RoundTrip(req)
+	}
 	ctx := req.Context()
 	tok, err := t.resolve(ctx, t.Resolve)
 	if err != nil {

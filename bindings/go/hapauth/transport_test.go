@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -339,5 +340,39 @@ func TestNilPoolIsAClearError(t *testing.T) {
 	_, err := (&hapauth.Transport{}).RoundTrip(req)
 	if err == nil || !strings.Contains(err.Error(), "Pool is nil") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRedirectToAnotherHostCarriesNoToken(t *testing.T) {
+	f := setup(t)
+	f.scene.WriteCreds(t, time.Now().Add(time.Hour))
+	pool := testkit.Open(t, f.scene.Config())
+	var mu sync.Mutex
+	seen := map[string][]string{} // server -> Authorization of each request
+	record := func(name string, r *http.Request) {
+		mu.Lock()
+		seen[name] = append(seen[name], r.Header.Get("Authorization"))
+		mu.Unlock()
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { record("other", r) }))
+	defer other.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record("api", r)
+		http.Redirect(w, r, other.URL+"/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+
+	res, err := clientFor(pool).Post(redirector.URL+"/v1/messages", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if got := seen["api"]; len(got) != 1 || got[0] != "Bearer "+testkit.FixtureAccess {
+		t.Fatalf("the API host did not get the token")
+	}
+	if got := seen["other"]; len(got) != 1 || got[0] != "" {
+		t.Errorf("the redirect target got Authorization (%d requests)", len(got))
 	}
 }

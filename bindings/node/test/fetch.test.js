@@ -8,6 +8,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { once } = require('node:events');
+const http = require('node:http');
 const hap = require('..');
 const { startFakeServer, makeScene, FIXTURE_ACCESS } = require('./helpers.js');
 const { FakeMessagesApi } = require('./fake_messages_api.js');
@@ -150,5 +151,34 @@ test('no credential: the fetch rejects with the pool error and sends nothing', a
     const hapFetch = hap.createFetch({ pool });
     await assert.rejects(hapFetch(`${api.base}/v1/messages`, { method: 'POST', body: BODY }), hap.NoCredentialError);
     assert.equal(api.requests.length, 0);
+  });
+});
+
+test('a redirect to another origin does not carry the token', async () => {
+  await withScene({}, async (scene, pool) => {
+    const seen = [];
+    const other = http.createServer((req, res) => {
+      seen.push(req.headers.authorization ?? null);
+      res.end('{}');
+    });
+    await new Promise((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const redirector = http.createServer((req, res) => {
+      res.writeHead(307, { location: `http://127.0.0.1:${other.address().port}/elsewhere` });
+      res.end();
+    });
+    await new Promise((resolve) => redirector.listen(0, '127.0.0.1', resolve));
+    try {
+      const res = await hap.createFetch({ pool })(`http://127.0.0.1:${redirector.address().port}/v1/messages`, {
+        method: 'POST',
+        body: BODY,
+      });
+      assert.equal(res.status, 200);
+      assert.deepEqual(seen, [null]);
+    } finally {
+      redirector.closeAllConnections();
+      other.closeAllConnections();
+      await new Promise((resolve) => redirector.close(resolve));
+      await new Promise((resolve) => other.close(resolve));
+    }
   });
 });
