@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """One process of the Hermes Agent side of the race (bench/race.py), run by a Python that has
-`hermes-agent` installed (the throwaway venv /tmp/hermes-venv; never in CI).
+`hermes-agent` installed (the throwaway venv /tmp/hermes-venv of bench/run_all.sh, or the
+venv bindings/python/hermes_plugin/ci.sh caches for the plugin's tests).
 
 Environment (set by bench/race.py): HOME (holds .claude/.credentials.json), HERMES_HOME (this
 process's profile: auth.json, config.yaml with `model.provider: anthropic`), and
@@ -17,10 +18,17 @@ attribute and rewrites the scheme and host of those two URLs only:
 server answers 404 there; Hermes' own source says the console host now 404s). Nothing else
 of Hermes is touched: the request body, headers, its retry and its file writes are its own.
 
+With BENCH_LOAD_PLUGINS=1 the worker loads Hermes' plugins as its CLI does
+(`hermes_cli.plugins.discover_plugins()`, which honours `plugins.enabled` in the profile's
+config.yaml) before it reports ready: the `hermes-plugin` tool of bench/race.py. With
+BENCH_FAKE_HERMES_VERSION=X, `importlib.metadata.version("hermes-agent")` answers X (an
+unknown Hermes, simulated: the plugin must stay out). The URL redirect above stays in place
+either way, so a Hermes that POSTs by itself still reaches the fake server, never the network.
+
 Protocol: after the imports, print `{"ready": pid}` and wait for one stdin line holding the
 start instant (epoch ms); sleep until then; `load_pool("anthropic").select()`; print one
 JSON line: {"tool": "hermes", "pid", "ok", "t_done_ms", "token_sha256", "expires_at_ms",
-"posts_platform", "posts_console", "error"}.
+"posts_platform", "posts_console", "plugin_active", "error"}.
 """
 
 import hashlib
@@ -54,7 +62,29 @@ def _redirecting_urlopen(req, *args, **kwargs):
 
 urllib.request.urlopen = _redirecting_urlopen
 
+if os.environ.get("BENCH_FAKE_HERMES_VERSION"):
+    import importlib.metadata
+
+    _real_version = importlib.metadata.version
+
+    def _version(name):
+        if name == "hermes-agent":
+            return os.environ["BENCH_FAKE_HERMES_VERSION"]
+        return _real_version(name)
+
+    importlib.metadata.version = _version
+
 from agent.credential_pool import load_pool  # noqa: E402  (after the patch, on purpose)
+
+if os.environ.get("BENCH_LOAD_PLUGINS") == "1":
+    from hermes_cli.plugins import discover_plugins
+
+    discover_plugins()
+
+
+def _plugin_active():
+    mod = sys.modules.get("hap_oauth_hermes")
+    return bool(mod and mod._installed)
 
 
 def main():
@@ -80,6 +110,7 @@ def main():
     out["expires_at_ms"] = expires
     out["posts_platform"] = _posts["platform"]
     out["posts_console"] = _posts["console"]
+    out["plugin_active"] = _plugin_active()
     if entry is None and "error" not in out:
         out["error"] = "select() returned None"
     print(json.dumps(out), flush=True)

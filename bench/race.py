@@ -17,10 +17,13 @@ home laid out as a real machine with Hermes profiles:
 
 Tools: `hap-c` (bench/build/race_worker, the C ABI), `hap-python` (bench/hap_race_worker.py,
 the Python binding), `hermes` (bench/hermes_worker.py in the hermes-agent venv:
-`load_pool("anthropic").select()`). Each worker loads, reports ready, and waits on stdin;
-when all N are ready the driver sends them one start instant. Every token-endpoint POST is
-delayed by --latency-ms (a scripted `delay_ms` on the fake server), standing in for the
-network round trip to the real endpoint.
+`load_pool("anthropic").select()`), `hermes-plugin` (the same unmodified Hermes with the
+hap-oauth-hermes plugin installed in that venv and enabled in each profile's config.yaml,
+loaded by `discover_plugins()` as Hermes' CLI does; hap reads the fake server's URL from
+HAP_CONFIG). Hermes' tools need --hermes-python. Each worker loads, reports ready, and
+waits on stdin; when all N are ready the driver sends them one start instant. Every
+token-endpoint POST is delayed by --latency-ms (a scripted `delay_ms` on the fake server),
+standing in for the network round trip to the real endpoint.
 
 Per race: wall time from the start instant until the last process has its answer, POSTs to
 the token endpoint and `invalid_grant` answers (server counters), processes without a valid
@@ -29,6 +32,12 @@ still works afterwards (one probe POST, made after the counters are read), keys 
 the credentials file and from the auth.json files, and whether every file still parses.
 Prints one table (medians over --reps; counts as min..max) and exits 1 when a hap race broke
 its promise (POSTs != 1, a process without a token, a dropped key or a dead session).
+
+Builds what the hap tools need before the first race, saying each command it runs:
+libhap (`HAP_LIBRARY_PATH` if set, else `cargo build --release --lib` when
+target/release/libhap.so is missing) and bench/build/race_worker (`cc -O2 ... race_worker.c`
+when missing or older than its source, hap.h or libhap; `HAP_BENCH_BUILD_DIR` puts it
+elsewhere). bench/run_all.sh builds the same things first.
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-TOOLS = ("hap-c", "hap-python", "hermes")
+BUILD = Path(os.environ.get("HAP_BENCH_BUILD_DIR") or BENCH / "build")
+TOOLS = ("hap-c", "hap-python", "hermes", "hermes-plugin")
 
 CREDENTIALS = {
     "claudeAiOauth": {
@@ -95,23 +105,81 @@ def refresh_token_alive(token_url: str, refresh_token: str) -> bool:
         return False
 
 
+def run_build_step(cmd: list[str]) -> None:
+    print(f"race.py: building: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    if subprocess.run(cmd, cwd=REPO).returncode != 0:
+        raise SystemExit(f"race.py: build step failed: {' '.join(cmd)}")
+
+
+def ensure_built(tools: list[str]) -> Path | None:
+    """libhap and the C worker, built when missing or stale (run on its own, race.py died
+    with a traceback about bench/build/race_worker). Returns libhap's path."""
+    if not any(t.startswith("hap-") for t in tools):
+        return None
+    override = os.environ.get("HAP_LIBRARY_PATH")
+    lib = Path(override) if override else REPO / "target" / "release" / "libhap.so"
+    if not lib.is_file():
+        if override:
+            raise SystemExit(
+                f"race.py: HAP_LIBRARY_PATH={override} does not exist; build it "
+                "(cargo build --release --lib) or unset it"
+            )
+        run_build_step(["cargo", "build", "--release", "--lib"])
+    if "hap-c" in tools:
+        worker = BUILD / "race_worker"
+        inputs = [BENCH / "race_worker.c", REPO / "include" / "hap.h", lib]
+        stale = not worker.exists() or any(
+            p.stat().st_mtime > worker.stat().st_mtime for p in inputs
+        )
+        if stale:
+            BUILD.mkdir(parents=True, exist_ok=True)
+            run_build_step(
+                [
+                    os.environ.get("CC", "cc"),
+                    "-O2",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-I",
+                    str(REPO / "include"),
+                    str(BENCH / "race_worker.c"),
+                    "-L",
+                    str(lib.parent),
+                    "-lhap",
+                    f"-Wl,-rpath,{lib.parent}",
+                    "-o",
+                    str(worker),
+                ]
+            )
+    return lib
+
+
 def worker_cmd(tool: str, hermes_python: str | None) -> list[str]:
     if tool == "hap-c":
-        return [str(BENCH / "build" / "race_worker")]
+        return [str(BUILD / "race_worker")]
     if tool == "hap-python":
         return [sys.executable, str(BENCH / "hap_race_worker.py")]
     if not hermes_python:
-        raise SystemExit("--hermes-python is required for the hermes tool")
+        raise SystemExit(f"--hermes-python is required for the {tool} tool")
     return [hermes_python, str(BENCH / "hermes_worker.py")]
 
 
 def clean_env() -> dict[str, str]:
     """The caller's environment minus anything that could steer either tool elsewhere."""
-    drop = ("HERMES_", "ANTHROPIC_", "CLAUDE_", "HAP_BENCH_", "HAP_DEMO_")
+    drop = ("HERMES_", "ANTHROPIC_", "CLAUDE_", "HAP_BENCH_", "HAP_DEMO_", "HAP_CONFIG", "BENCH_")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
-def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> dict:
+def one_race(
+    tool: str,
+    n: int,
+    latency_ms: int,
+    hermes_python: str | None,
+    lib: Path | None = None,
+    *,
+    plugin_enabled: bool = True,
+    fake_hermes_version: str | None = None,
+) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"hap-race-{tool}-{n}-") as tmp:
         home = Path(tmp) / "home"
         creds_path = home / ".claude" / ".credentials.json"
@@ -121,10 +189,14 @@ def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> d
         creds_path.write_text(json.dumps(creds, indent=2))
         creds_path.chmod(0o600)
         profiles = []
+        config_yaml = "model:\n  provider: anthropic\n"
+        if tool == "hermes-plugin" and plugin_enabled:
+            # What `hermes plugins enable hap-oauth` writes.
+            config_yaml += "plugins:\n  enabled:\n  - hap-oauth\n"
         for i in range(n):
             prof = home / ".hermes" / "profiles" / f"p{i}"
             prof.mkdir(parents=True, mode=0o700)
-            (prof / "config.yaml").write_text("model:\n  provider: anthropic\n")
+            (prof / "config.yaml").write_text(config_yaml)
             (prof / "auth.json").write_text(json.dumps(AUTH_JSON, indent=2))
             (prof / "auth.json").chmod(0o600)
             profiles.append(prof)
@@ -143,6 +215,13 @@ def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> d
                 faults = [{"delay_ms": latency_ms}] * (6 * n + 8)
                 http_json(base + "/_admin/script", {"faults": faults})
             cmd = worker_cmd(tool, hermes_python)
+            # hap's configuration for the plugin: only what differs from its defaults.
+            hap_config = Path(tmp) / "hap-config.json"
+            hap_config.write_text(
+                json.dumps(
+                    {"token_urls": [token_url], "lock_timeout_ms": 30000, "http_timeout_ms": 10000}
+                )
+            )
 
             def run_round(round_profiles: list[Path]) -> tuple[int, list[dict]]:
                 """Start one worker per profile, release them at one instant, collect."""
@@ -150,11 +229,18 @@ def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> d
                 for prof in round_profiles:
                     env = clean_env()
                     env["HOME"] = str(home)
-                    if tool == "hermes":
+                    if tool.startswith("hermes"):
                         env["HERMES_HOME"] = str(prof)
                         env["BENCH_FAKE_BASE"] = base
+                    if tool == "hermes-plugin":
+                        env["BENCH_LOAD_PLUGINS"] = "1"
+                        env["HAP_CONFIG"] = str(hap_config)
+                        if fake_hermes_version:
+                            env["BENCH_FAKE_HERMES_VERSION"] = fake_hermes_version
                     else:
                         env["PYTHONPATH"] = str(REPO / "bindings" / "python")
+                        if lib is not None:
+                            env["HAP_LIBRARY_PATH"] = str(lib)
                         env["HAP_BENCH_CONFIG"] = json.dumps(
                             {
                                 "pool_path": str(prof / "auth.json"),
@@ -248,6 +334,8 @@ def one_race(tool: str, n: int, latency_ms: int, hermes_python: str | None) -> d
     done = [r["t_done_ms"] for r in results if "t_done_ms" in r]
     errors = sorted({r["error"] for r in results if r.get("error")})
     return {
+        "plugin_active": sum(1 for r in results if r.get("plugin_active")),
+        "hermes_own_posts": sum(r.get("posts_platform", 0) for r in results),
         "tool": tool,
         "n": n,
         "wall_ms": (max(done) - start_at) if done else None,
@@ -294,6 +382,8 @@ def summarize(runs: list[dict]) -> dict:
         "second_call_recovered": span([r["second_call"]["recovered"] for r in runs]),
         "second_call_callers": span([r["second_call"]["callers"] for r in runs]),
         "second_call_posts": span([r["second_call"]["posts"] for r in runs]),
+        "plugin_active": span([r["plugin_active"] for r in runs]),
+        "hermes_own_posts": span([r["hermes_own_posts"] for r in runs]),
     }
 
 
@@ -310,6 +400,7 @@ def print_table(rows: list[dict]) -> None:
         ("auth_json_with_token_copy", "tok copies", 10),
         ("second_call_recovered", "2nd ok", 6),
         ("second_call_posts", "2nd POSTs", 9),
+        ("hermes_own_posts", "Hermes' own POSTs", 17),
     ]
     print("  ".join(h.rjust(w) for _, h, w in cols) + "  dropped keys (credentials | auth.json)")
     for r in rows:
@@ -339,6 +430,7 @@ def main() -> int:
         if t not in TOOLS:
             ap.error(f"unknown tool {t!r}")
     ns = [int(x) for x in args.n.split(",")]
+    lib = ensure_built(tools)
 
     runs: list[dict] = []
     summary: list[dict] = []
@@ -346,7 +438,7 @@ def main() -> int:
         for tool in tools:
             group = []
             for rep in range(args.reps):
-                r = one_race(tool, n, args.latency_ms, args.hermes_python)
+                r = one_race(tool, n, args.latency_ms, args.hermes_python, lib)
                 print(
                     f"  race {tool} N={n} rep {rep + 1}: {r['wall_ms']} ms, POSTs {r['posts']}, "
                     f"invalid_grant {r['invalid_grant']}, no token {r['no_token']}",
@@ -368,7 +460,9 @@ def main() -> int:
         for r in runs
         if r["tool"] != "hermes"
         and (
-            r["posts"] != 1
+            (r["tool"] == "hermes-plugin" and r["plugin_active"] != r["n"])
+            or r["posts"] != 1
+            or r["invalid_grant"]
             or r["no_token"]
             or r["dropped_credentials_keys"]
             or r["dropped_auth_json_keys"]

@@ -6,7 +6,8 @@
 # Builds what it needs (cargo build --release, npm ci for the Node binding and its ffi-napi
 # test package, go build, gcc for bench/*.c), then measures, in this order: hot resolve in
 # Rust (criterion), C (bench/hot_resolve.c), Python (hap binding and raw ctypes; Hermes
-# Agent's load_pool().select() on the same files), Node (koffi and ffi-napi), Go; then the
+# Agent's load_pool().select() on the same files), Node (koffi and ffi-napi), Go; `hap token`
+# as one process per call beside `cat` (bench/cli_token.py); then the
 # N-process refresh race (1, 8, 32 processes) for hap (C and Python workers) and for Hermes
 # Agent's own pool (bench/race.py).
 #
@@ -144,6 +145,10 @@ step "hot resolve: Node (bindings/node/bench/bench_resolve.js)"
 step "hot resolve: Go (go test -bench 'ResolveTokenHot$' -count 11)"
 (cd bindings/go && go test -run '^$' -bench 'ResolveTokenHot$' -count 11 .) | tee "$OUT/go.txt"
 
+# ------------------------------------------------------------------------------- hap token
+step "hap token: one process per call, beside cat (bench/cli_token.py)"
+python3 bench/cli_token.py --runs 101 --hap target/release/hap | tee "$OUT/cli_token.txt"
+
 # ------------------------------------------------------------------------------------ race
 TOOLS="hap-c,hap-python"
 [[ -n "$HERMES_PY" ]] && TOOLS+=",hermes"
@@ -164,6 +169,10 @@ step "table"
     echo '```'
     echo
     python3 bench/report.py "$OUT"
+    echo
+    echo '```'
+    cat "$OUT/cli_token.txt"
+    echo '```'
 } | tee "$OUT/summary.md"
 echo
 echo "raw outputs and summary.md: $OUT"

@@ -2,7 +2,7 @@
 """Writes the hand-made seed inputs of every fuzz target into fuzz/seeds/<target>/.
 
 Realistic documents: Claude Code's credentials file, Hermes Agent's auth.json with several
-providers and unknown keys, the configs of ABI.md, token endpoint answers. Fake tokens stay
+providers and unknown keys, the configs of docs/ABI.md, token endpoint answers. Fake tokens stay
 short (a long sk-ant-...01- string looks real to the commit hook). Re-run after editing;
 the files are committed, and tests/fuzz_corpus.rs replays them with the corpus.
 """
@@ -193,6 +193,12 @@ tr("ok-float-expiry", 200, {"access_token": A2, "refresh_token": R2, "expires_in
 tr("ok-bad-expiry", 200, {"access_token": A2, "expires_in": -5, "scope": 7})
 tr("ok-empty-access", 200, {"access_token": "", "refresh_token": R2})
 tr("ok-not-json", 200, "<html>ok</html>")
+# Issue 10: control characters in a token (item 18) and an expires_in that wrapped (item 4).
+tr("ok-newline-in-access", 200, {"access_token": A2 + "\n", "refresh_token": R2, "expires_in": 28800})
+tr("ok-nul-in-refresh", 200, {"access_token": A2, "refresh_token": R2 + "\u0000", "expires_in": 28800})
+tr("ok-cr-in-refresh", 200, {"access_token": A2, "refresh_token": "\r" + R2, "expires_in": 28800})
+tr("ok-expires-in-wraps", 200, {"access_token": A2, "refresh_token": R2, "expires_in": 9300000000000000})
+tr("ok-expires-in-huge-float", 200, {"access_token": A2, "expires_in": 1e300})
 tr("invalid-grant", 400, {"error": "invalid_grant", "error_description": "Refresh token not found or invalid"})
 tr("nested-error", 400, {"type": "error", "error": {"type": "invalid_request_error", "message": "x"}})
 tr("error-odd", 400, {"error": "not a plain code!"})

@@ -141,7 +141,7 @@ const char *hap_status_name(hap_status s);
 hap_status hap_pool_open(const char *config_json, hap_pool **pool_out, char **error_out);
 
 /*
- Returns a valid access token as JSON (see ABI.md) in `*result_json_out`. May block for
+ Returns a valid access token as JSON (see docs/ABI.md) in `*result_json_out`. May block for
  a lock wait and a refresh. `request_json` may be NULL.
 
  # Safety

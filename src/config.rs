@@ -1,4 +1,4 @@
-//! `hap_pool_open`'s configuration: every key of ABI.md, its default, and validation that
+//! `hap_pool_open`'s configuration: every key of docs/ABI.md, its default, and validation that
 //! names the offending key. Unknown or ill-typed keys are refused rather than ignored, so a
 //! typo cannot silently point a process at another store.
 
@@ -47,28 +47,50 @@ pub struct Config {
     pub adopt_external_logins: bool,
 }
 
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
+/// A directory named by an environment variable, when set and non-empty. A relative one
+/// is refused as a relative store path is: `HOME=relhome hap status` read stores relative
+/// to each process's working directory, splitting the session (issue 10, item 13).
+fn env_dir(var: &str) -> Result<Option<PathBuf>> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(v) if !Path::new(&v).is_absolute() => Err(Error::invalid(format!(
+            "{var} is a relative path ('{}'): set {var} to an absolute path, or give \
+             pool_path and credentials_path explicitly",
+            crate::error::shown(&v.to_string_lossy())
+        ))),
+        v => Ok(v.map(PathBuf::from)),
+    }
 }
 
-fn env_dir(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+fn home() -> Result<Option<PathBuf>> {
+    env_dir("HOME")
+}
+
+/// `$HERMES_HOME/auth.json`, else `~/.hermes/auth.json`.
+fn default_pool_path() -> Result<Option<PathBuf>> {
+    let dir = match env_dir("HERMES_HOME")? {
+        Some(d) => Some(d),
+        None => home()?.map(|h| h.join(".hermes")),
+    };
+    Ok(dir.map(|d| d.join("auth.json")))
+}
+
+/// `$CLAUDE_CONFIG_DIR/.credentials.json`, else `~/.claude/.credentials.json`.
+fn default_credentials_path() -> Result<Option<PathBuf>> {
+    let dir = match env_dir("CLAUDE_CONFIG_DIR")? {
+        Some(d) => Some(d),
+        None => home()?.map(|h| h.join(".claude")),
+    };
+    Ok(dir.map(|d| d.join(".credentials.json")))
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             provider: "anthropic".into(),
-            pool_path: env_dir("HERMES_HOME")
-                .or_else(|| home().map(|h| h.join(".hermes")))
-                .map(|d| d.join("auth.json")),
-            credentials_path: env_dir("CLAUDE_CONFIG_DIR")
-                .or_else(|| home().map(|h| h.join(".claude")))
-                .map(|d| d.join(".credentials.json")),
+            // Unusable variables (relative) give no default here; `from_map` reports them
+            // when the default is actually needed.
+            pool_path: default_pool_path().ok().flatten(),
+            credentials_path: default_credentials_path().ok().flatten(),
             token_urls: DEFAULT_TOKEN_URLS.iter().map(|s| s.to_string()).collect(),
             client_id: DEFAULT_CLIENT_ID.into(),
             user_agent: format!("hap/{}", env!("CARGO_PKG_VERSION")),
@@ -87,9 +109,25 @@ fn want_str<'a>(key: &str, v: &'a Value) -> Result<&'a str> {
         .ok_or_else(|| Error::invalid(format!("config key '{key}' must be a string")))
 }
 
-fn want_u64(key: &str, v: &Value) -> Result<u64> {
+/// Upper bound of `refresh_skew_ms` and of a request's `min_validity_ms`: a day, longer
+/// than any access token lives. Bounds exist because a value of 2^63 or more turned
+/// negative in the freshness test and served an expired token as valid (issue 10).
+pub(crate) const MAX_VALIDITY_MS: u64 = 86_400_000;
+/// Upper bound of `lock_timeout_ms` and `http_timeout_ms`: an hour. A timeout near
+/// `u64::MAX` overflowed the deadline it is added to.
+pub(crate) const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// An integer key in `min..=max`, or an error that names the key and the range.
+pub(crate) fn ms_in_range(key: &str, what: &str, v: &Value, min: u64, max: u64) -> Result<u64> {
     v.as_u64()
-        .ok_or_else(|| Error::invalid(format!("config key '{key}' must be a non-negative integer")))
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| range_error(key, what, min, max))
+}
+
+pub(crate) fn range_error(key: &str, what: &str, min: u64, max: u64) -> Error {
+    Error::invalid(format!(
+        "{what}'{key}' must be an integer from {min} to {max} (milliseconds)"
+    ))
 }
 
 fn want_bool(key: &str, v: &Value) -> Result<bool> {
@@ -106,7 +144,7 @@ pub fn store_path(key: &str, raw: &str) -> Result<PathBuf> {
         )));
     }
     let path = if raw == "~" || raw.starts_with("~/") {
-        let h = home().ok_or_else(|| {
+        let h = home()?.ok_or_else(|| {
             Error::invalid(format!(
                 "config key '{key}' starts with ~ but HOME is not set"
             ))
@@ -131,49 +169,54 @@ pub fn store_path(key: &str, raw: &str) -> Result<PathBuf> {
 /// `https://` anywhere; `http://` only to a loopback host, so a token never crosses a
 /// network in clear text.
 pub fn check_token_url(url: &str) -> Result<()> {
-    let lower = url.to_ascii_lowercase();
-    if let Some(rest) = lower.strip_prefix("https://") {
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(Error::invalid(
-                "config key 'token_urls' has a URL without a host",
-            ));
-        }
-        return Ok(());
-    }
-    if let Some(rest) = lower.strip_prefix("http://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = if let Some(v6) = authority.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-        };
-        let loopback = host == "localhost"
-            || host == "::1"
-            || host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if loopback {
-            return Ok(());
-        }
+    // Parsed by the WHATWG URL parser the POST uses too (`url`), never by splitting text:
+    // `http://localhost:1@0.0.0.0/...` is host 0.0.0.0 with a user name, and splitting on
+    // ':' read it as localhost (issue 10, item 10). The refresh token goes in the body, so
+    // where it goes is decided here, by the parsed host.
+    let parsed = url::Url::parse(url)
+        .map_err(|_| Error::invalid("config key 'token_urls' holds a URL that does not parse"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(Error::invalid(
-            "config key 'token_urls': http:// is allowed only for loopback hosts; use https://",
+            "config key 'token_urls' holds a URL with a user name or password; remove the part before '@'",
         ));
     }
-    Err(Error::invalid(
-        "config key 'token_urls' must hold https:// URLs",
-    ))
+    let Some(host) = parsed.host() else {
+        return Err(Error::invalid(
+            "config key 'token_urls' has a URL without a host",
+        ));
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match host {
+                url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+                url::Host::Ipv4(ip) => ip.is_loopback(),
+                url::Host::Ipv6(ip) => ip.is_loopback(),
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    "config key 'token_urls': http:// is allowed only for loopback hosts; use https://",
+                ))
+            }
+        }
+        _ => Err(Error::invalid(
+            "config key 'token_urls' must hold https:// URLs",
+        )),
+    }
 }
 
 impl Config {
     pub fn from_json_str(json: Option<&str>) -> Result<Config> {
         let json = match json {
-            None => return Config::from_map(&Map::new()),
+            None => return Config::from_map_layered(&Map::new()),
             Some(j) => j,
         };
         let value: Value = serde_json::from_str(json)
             .map_err(|e| Error::invalid(format!("config is not valid JSON: {e}")))?;
         match value {
-            Value::Object(m) => Config::from_map(&m),
+            Value::Object(m) => Config::from_map_layered(&m),
             _ => Err(Error::invalid("config must be a JSON object")),
         }
     }
@@ -218,7 +261,9 @@ impl Config {
                 }
                 "client_id" => c.client_id = want_str(key, v)?.to_string(),
                 "user_agent" => c.user_agent = want_str(key, v)?.to_string(),
-                "refresh_skew_ms" => c.refresh_skew_ms = want_u64(key, v)?,
+                "refresh_skew_ms" => {
+                    c.refresh_skew_ms = ms_in_range(key, "config key ", v, 0, MAX_VALIDITY_MS)?
+                }
                 "strategy" => {
                     c.strategy = match want_str(key, v)? {
                         "fill_first" => Strategy::FillFirst,
@@ -232,12 +277,11 @@ impl Config {
                         }
                     }
                 }
-                "lock_timeout_ms" => c.lock_timeout_ms = want_u64(key, v)?,
+                "lock_timeout_ms" => {
+                    c.lock_timeout_ms = ms_in_range(key, "config key ", v, 0, MAX_TIMEOUT_MS)?
+                }
                 "http_timeout_ms" => {
-                    c.http_timeout_ms = want_u64(key, v)?;
-                    if c.http_timeout_ms == 0 {
-                        return Err(Error::invalid("config key 'http_timeout_ms' must be > 0"));
-                    }
+                    c.http_timeout_ms = ms_in_range(key, "config key ", v, 1, MAX_TIMEOUT_MS)?
                 }
                 "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
                 "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
@@ -249,6 +293,12 @@ impl Config {
                 }
             }
         }
+        if !m.contains_key("pool_path") {
+            c.pool_path = default_pool_path()?;
+        }
+        if !m.contains_key("credentials_path") {
+            c.credentials_path = default_credentials_path()?;
+        }
         if c.pool_path.is_none() && c.credentials_path.is_none() {
             // Defaults resolve from HOME; without one and without explicit paths there is
             // nothing to serve.
@@ -258,7 +308,24 @@ impl Config {
                 ));
             }
         }
+        c.check_ranges()?;
         Ok(c)
+    }
+
+    /// The numeric ranges `from_map` enforces, for a `Config` built in Rust (the CLI, or any
+    /// Rust caller): `Pool::open` checks them too, so no path skips them.
+    pub fn check_ranges(&self) -> Result<()> {
+        let keys = [
+            ("refresh_skew_ms", self.refresh_skew_ms, 0, MAX_VALIDITY_MS),
+            ("lock_timeout_ms", self.lock_timeout_ms, 0, MAX_TIMEOUT_MS),
+            ("http_timeout_ms", self.http_timeout_ms, 1, MAX_TIMEOUT_MS),
+        ];
+        for (key, v, min, max) in keys {
+            if !(min..=max).contains(&v) {
+                return Err(range_error(key, "config key ", min, max));
+            }
+        }
+        Ok(())
     }
 
     /// `auth.json` -> `auth.lock`: the sibling file Hermes itself locks.
@@ -316,6 +383,29 @@ mod tests {
         assert!(check_token_url("http://example.com/x").is_err());
         assert!(check_token_url("http://127.0.0.1.evil.com/x").is_err());
         assert!(check_token_url("ftp://x").is_err());
+    }
+
+    /// Issue 10, item 10: userinfo made `http://localhost:1@0.0.0.0/...` look like a
+    /// loopback URL to a text split, and the refresh token went in clear text to 0.0.0.0.
+    #[test]
+    fn token_urls_with_userinfo_are_refused_and_the_parsed_host_decides() {
+        for url in [
+            "http://localhost:1@0.0.0.0/v1/oauth/token",
+            "http://localhost@example.com/x",
+            "http://127.0.0.1:80@10.0.0.1/x",
+            "https://user:pw@platform.claude.com/v1/oauth/token",
+        ] {
+            let e = check_token_url(url).unwrap_err();
+            assert_eq!(e.status, crate::Status::InvalidArgument, "{url}");
+            assert!(
+                !e.message.contains("0.0.0.0") && !e.message.contains("pw"),
+                "{}",
+                e.message
+            );
+        }
+        assert!(check_token_url("http://0.0.0.0/x").is_err());
+        assert!(check_token_url("http://LOCALHOST:8/x").is_ok());
+        assert!(check_token_url("http://127.1.2.3/x").is_ok());
     }
 
     #[test]

@@ -113,6 +113,26 @@ impl CredentialsFile {
         self.path.with_file_name(".credentials.lock")
     }
 
+    /// Every `.credentials.lock` a writer of this file takes, in the order to take them:
+    /// beside the file the path resolves to first, then beside each symlink leading to it,
+    /// ending with [`lock_path`](Self::lock_path) (the one Hermes takes). One entry when
+    /// the path is no link. Processes configured with the link and with its target then
+    /// exclude each other, and with Hermes; the order (nearest the target first) is the
+    /// same for every spelling, so no two deadlock.
+    pub fn lock_paths(&self) -> Result<Vec<PathBuf>> {
+        Ok(fsio::link_chain(&self.path)?
+            .iter()
+            .rev()
+            .map(|p| p.with_file_name(".credentials.lock"))
+            .collect())
+    }
+
+    /// The file the path resolves to: what hap's journal is keyed on, so every spelling of
+    /// one file shares one journal.
+    pub fn target(&self) -> Result<PathBuf> {
+        Ok(fsio::link_chain(&self.path)?.pop().expect("never empty"))
+    }
+
     /// `<dir>/.oauth_refresh.lock`, Claude Code's own refresh lock directory.
     pub fn refresh_lock_dir(&self) -> PathBuf {
         self.path.with_file_name(".oauth_refresh.lock")
@@ -235,6 +255,31 @@ mod tests {
         assert_eq!(
             std::fs::read(&p).unwrap(),
             b"{\"claudeAiOauth\": {\"accessToken\": \"sk-ant-oat01-fa"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_file_is_locked_and_journalled_at_its_target_too() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("dotfiles/claude.json");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, b"{}").unwrap();
+        std::fs::create_dir(d.path().join("claude")).unwrap();
+        let link = d.path().join("claude/.credentials.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let f = CredentialsFile::new(link.clone());
+        assert_eq!(
+            f.lock_paths().unwrap(),
+            [
+                d.path().join("dotfiles/.credentials.lock"),
+                d.path().join("claude/.credentials.lock")
+            ]
+        );
+        assert_eq!(f.target().unwrap(), real);
+        let plain = CredentialsFile::new(real.clone());
+        assert_eq!(
+            plain.lock_paths().unwrap(),
+            [d.path().join("dotfiles/.credentials.lock")]
         );
     }
 }

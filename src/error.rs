@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The C ABI's status values (ABI.md). Values are fixed forever: a retired value stays
+/// The C ABI's status values (docs/ABI.md). Values are fixed forever: a retired value stays
 /// reserved as a comment, a new one is a minor ABI change.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -179,7 +179,7 @@ impl Error {
         self
     }
 
-    /// The error object of ABI.md.
+    /// The error object of docs/ABI.md.
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("status".into(), self.status.code().into());

@@ -26,6 +26,16 @@ pub fn point(_point: &str) {
     }
 }
 
+/// Sleeps 2 s here when `HAP_FAULT` names `point`: a slow background thread, so a test can
+/// see that the caller does not wait for it.
+#[inline]
+pub fn pause(_point: &str) {
+    #[cfg(feature = "fault-injection")]
+    if armed(_point) {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 /// `HAP_FAULT=mid_write:<file name>` writes half the bytes of that file's temp file, syncs
 /// them, and dies: the torn temp file must never become the store.
 #[inline]

@@ -1,10 +1,12 @@
 //! hap: one correct implementation of Anthropic OAuth token sync, refresh, write-back and
 //! retry, shared by every process on a machine through a C ABI (see `include/hap.h`).
 //!
-//! The safe core is plain Rust; raw pointers live only in [`ffi`].
+//! The safe core is plain Rust; raw pointers live only in [`ffi`] and the allocator ([`alloc`]).
 
+pub mod alloc;
 pub mod clock;
 pub mod config;
+pub mod config_env;
 pub mod credentials;
 pub mod error;
 mod fault;

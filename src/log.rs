@@ -3,16 +3,30 @@
 
 use std::sync::OnceLock;
 
-fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
+fn level() -> &'static str {
+    static LEVEL: OnceLock<String> = OnceLock::new();
+    LEVEL.get_or_init(|| {
         std::env::var("HAP_LOG")
-            .is_ok_and(|v| v.eq_ignore_ascii_case("debug") || v.eq_ignore_ascii_case("trace"))
+            .unwrap_or_default()
+            .to_ascii_lowercase()
     })
+}
+
+fn enabled() -> bool {
+    matches!(level(), "debug" | "trace")
 }
 
 pub fn debug(args: std::fmt::Arguments<'_>) {
     if enabled() {
         eprintln!("hap[{}] {}", std::process::id(), args);
+    }
+}
+
+/// Something unsafe the user should fix and hap works around (a store directory other users
+/// can write to): written whatever `HAP_LOG` says, except `HAP_LOG=off`. Callers write each
+/// cause once per process.
+pub fn warn(args: std::fmt::Arguments<'_>) {
+    if level() != "off" {
+        eprintln!("hap[{}] warning: {}", std::process::id(), args);
     }
 }

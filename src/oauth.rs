@@ -1,23 +1,32 @@
 //! The token endpoint: one `grant_type=refresh_token` POST, tried URL by URL.
 //!
-//! Rules (SPEC §4.5, §5): JSON body; next URL only on 404 or a connection failure (a request
+//! Rules (docs/SPEC.md): JSON body; next URL only on 404 or a connection failure (a request
 //! that may have reached a server may have spent the token, so it is never repeated
 //! elsewhere); no redirects; bodies over 64 KiB refused; TLS verified (rustls, webpki
 //! roots); `http://` only to loopback (enforced at config time). No response body and no
-//! token ever reaches an error message.
+//! token ever reaches an error message. The POST itself is `oauth/http.rs`: a wall-clock
+//! deadline that still reads an answer already waiting in the socket, and an outcome that
+//! says whether the request went out (and so whether the token may be spent).
 
 use crate::config::Config;
 use crate::secret::Secret;
-use std::io::Read;
 use std::time::Duration;
+
+mod http;
 
 pub const MAX_BODY: u64 = 64 * 1024;
 const DEFAULT_EXPIRES_IN_S: i64 = 3600;
+/// The longest lifetime hap believes a token endpoint gives an access token: one year
+/// (Anthropic's are 8 hours). A larger `expires_in` is clamped to this: 9.3e15 once wrapped
+/// `expiresAt` negative in Claude Code's file (a token "fresh" forever) and, in a debug
+/// build, panicked after the POST and lost the pair (issue 10, item 4).
+pub(crate) const MAX_EXPIRES_IN_S: i64 = 365 * 24 * 3600;
 
 #[derive(Debug)]
 pub struct TokenResponse {
     pub access: Secret,
     pub refresh: Option<Secret>,
+    /// Seconds, in `1..=MAX_EXPIRES_IN_S`.
     pub expires_in_s: i64,
     pub scopes: Option<Vec<String>>,
 }
@@ -26,19 +35,30 @@ pub struct TokenResponse {
 pub enum RefreshError {
     /// The grant is gone for good (`invalid_grant` and friends). `code` is the OAuth error.
     Terminal { code: String },
-    /// Worth retrying later: network, timeout, 429, 5xx, a malformed body.
+    /// Worth retrying later, and the refresh token was not spent: network, 429, 5xx,
+    /// another 4xx, a redirect, a request that never went out whole.
     Transient {
         why: String,
         http_status: Option<u16>,
         retry_after_ms: Option<i64>,
     },
+    /// The request reached the server and no usable answer came back: a timeout after
+    /// sending, a connection closed mid-answer, a 200 whose body holds no usable token. The
+    /// server may have spent the refresh token ("possibly spent" in `refresh.rs`).
+    Unanswered { why: String },
 }
 
 pub struct TokenEndpoint {
-    agent: ureq::Agent,
     urls: Vec<String>,
     client_id: String,
+    user_agent: String,
+    timeout: Duration,
 }
+
+/// Stack of the POST thread. A refresh goes ~28 KiB deep in a release build over TLS
+/// (~64 KiB over plain HTTP in a debug build): crate::alloc::SCRUB_STACK (128 KiB) covers
+/// it with room to spare, and the scrub itself must fit below the thread's first frames.
+const POST_STACK: usize = 512 * 1024;
 
 fn transient(why: impl Into<String>, http_status: Option<u16>) -> RefreshError {
     RefreshError::Transient {
@@ -48,25 +68,8 @@ fn transient(why: impl Into<String>, http_status: Option<u16>) -> RefreshError {
     }
 }
 
-/// Reads at most 64 KiB; `None` when the body is larger.
-fn read_capped(resp: ureq::Response) -> Result<zeroize::Zeroizing<Vec<u8>>, RefreshError> {
-    let mut buf = zeroize::Zeroizing::new(Vec::new());
-    resp.into_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| {
-            transient(
-                format!("reading the token response failed: {}", e.kind()),
-                None,
-            )
-        })?;
-    if buf.len() as u64 > MAX_BODY {
-        return Err(transient(
-            "token response larger than 64 KiB refused",
-            Some(200),
-        ));
-    }
-    Ok(buf)
+fn unanswered(why: impl Into<String>) -> RefreshError {
+    RefreshError::Unanswered { why: why.into() }
 }
 
 /// The `error` code of an OAuth error body, if it is a plain identifier (anything else is
@@ -87,36 +90,67 @@ fn oauth_error_code(body: &[u8]) -> Option<String> {
     plain.then_some(code)
 }
 
-fn retry_after_ms(resp: &ureq::Response) -> Option<i64> {
-    let v = resp.header("retry-after")?.trim();
-    if let Ok(s) = v.parse::<f64>() {
+fn retry_after_ms(v: &str) -> Option<i64> {
+    if let Ok(s) = v.trim().parse::<f64>() {
         return (s.is_finite() && s >= 0.0).then_some((s * 1000.0) as i64);
     }
     None
 }
 
+/// Whose body `answer` reads: a 200's (the token) and another 4xx's (the OAuth code).
+fn want_body(status: u16) -> bool {
+    status == 200 || ((400..500).contains(&status) && status != 429)
+}
+
+/// A token hap may store and hand out: no control character anywhere. A newline, CR or NUL
+/// in a token would split or cut every file line, header and shell variable it goes into
+/// (issue 10, item 18), so an answer holding one is malformed.
+fn usable_token(t: &str) -> bool {
+    !t.is_empty() && !t.chars().any(char::is_control)
+}
+
 impl TokenEndpoint {
     pub fn new(cfg: &Config) -> TokenEndpoint {
-        let agent = ureq::AgentBuilder::new()
-            .redirects(0)
-            .timeout(Duration::from_millis(cfg.http_timeout_ms))
-            .user_agent(&cfg.user_agent)
-            .build();
         TokenEndpoint {
-            agent,
             urls: cfg.token_urls.clone(),
             client_id: cfg.client_id.clone(),
+            user_agent: cfg.user_agent.clone(),
+            timeout: Duration::from_millis(cfg.http_timeout_ms),
         }
     }
 
-    /// One refresh, tried URL by URL. A panic inside the HTTP client (ureq 2.12 panics on a
-    /// header line without a colon) is a malformed response, not a reason to retire the
-    /// pool: it becomes a transient failure like any other bad body.
+    /// One refresh, tried URL by URL, on a short-lived thread of its own whose stack is
+    /// zeroed before it ends. The request body, with the refresh token, and TLS and JSON
+    /// parsing leave bytes in dead stack frames: on the caller's thread they would stay in
+    /// the host's stack (found there by tests/memory_scan.rs), and a host thread's stack
+    /// cannot be zeroed safely because its size is unknown; this one's is known. If no
+    /// thread can be started, the POST runs on the caller's thread.
     pub fn refresh(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
+        std::thread::scope(|s| {
+            let post = std::thread::Builder::new()
+                .name("hap-refresh".into())
+                .stack_size(POST_STACK)
+                .spawn_scoped(s, || {
+                    let r = self.post(refresh_token);
+                    crate::alloc::scrub_stack();
+                    r
+                });
+            match post {
+                Ok(thread) => thread.join().unwrap_or_else(|_| {
+                    Err(unanswered("token endpoint sent a malformed response"))
+                }),
+                Err(_) => self.post(refresh_token),
+            }
+        })
+    }
+
+    /// A panic while reading an answer is a malformed answer, not a reason to retire the
+    /// pool; it may come after the request went out, so the token may be spent.
+    fn post(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.refresh_inner(refresh_token)
         }))
-        .unwrap_or_else(|_| Err(transient("token endpoint sent a malformed response", None)))
+        .unwrap_or_else(|_| Err(unanswered("token endpoint sent a malformed response")))
     }
 
     fn refresh_inner(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
@@ -130,60 +164,50 @@ impl TokenEndpoint {
         );
         let mut last = transient("no token URL configured", None);
         for url in &self.urls {
-            let result = self
-                .agent
-                .post(url)
-                .set("Content-Type", "application/json")
-                .set("Accept", "application/json")
-                .send_string(&body);
+            let result = http::post(&http::Request {
+                url,
+                user_agent: &self.user_agent,
+                body: body.as_bytes(),
+                timeout: self.timeout,
+                max_body: MAX_BODY as usize,
+                want_body,
+            });
             match result {
-                Ok(resp) => return Self::answer(resp),
-                Err(ureq::Error::Status(404, _)) => {
+                Ok(reply) if reply.status == 404 => {
                     crate::log::debug(format_args!(
                         "token URL {url} answered 404; trying the next"
                     ));
                     last = transient("token endpoint answered 404", Some(404));
                 }
-                Err(ureq::Error::Status(_, resp)) => return Self::answer(resp),
-                Err(ureq::Error::Transport(t)) => match t.kind() {
-                    ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => {
-                        crate::log::debug(format_args!(
-                            "token URL {url} unreachable; trying the next"
-                        ));
-                        last = transient(
-                            format!("cannot reach the token endpoint ({})", t.kind()),
-                            None,
-                        );
-                    }
-                    kind => {
-                        return Err(transient(
-                            format!("token endpoint request failed ({kind})"),
-                            None,
-                        ));
-                    }
-                },
+                Ok(reply) => return Self::answer(reply),
+                Err(http::PostError::Unreachable(why)) => {
+                    crate::log::debug(format_args!("token URL {url}: {why}; trying the next"));
+                    last = transient(why, None);
+                }
+                Err(http::PostError::NotSent(why)) => return Err(transient(why, None)),
+                Err(http::PostError::NoAnswer(why)) => return Err(unanswered(why)),
             }
         }
         Err(last)
     }
 
-    /// Reads what `interpret_answer` needs from a response: Retry-After only of a 429/5xx,
-    /// the body only of a 200 (a read error is then the answer) or of another 4xx (best
-    /// effort: the OAuth code).
-    fn answer(resp: ureq::Response) -> Result<TokenResponse, RefreshError> {
-        let status = resp.status();
-        let throttled = status == 429 || status >= 500;
-        let retry_after = if throttled {
-            retry_after_ms(&resp)
+    /// What `interpret_answer` needs from a reply: Retry-After only of a 429/5xx, the body
+    /// of a 200 (one that could not be read whole is unanswered: the token may be spent) or
+    /// of another 4xx (best effort: the OAuth code).
+    fn answer(reply: http::Reply) -> Result<TokenResponse, RefreshError> {
+        let status = reply.status;
+        let retry_after = if status == 429 || status >= 500 {
+            reply.retry_after.as_deref().and_then(retry_after_ms)
         } else {
             None
         };
-        let body = if status == 200 {
-            read_capped(resp)?
-        } else if (400..500).contains(&status) && !throttled {
-            read_capped(resp).unwrap_or_default()
-        } else {
-            zeroize::Zeroizing::new(Vec::new())
+        let body = match reply.body {
+            http::Body::Complete(b) => b,
+            http::Body::TooLarge if status == 200 => {
+                return Err(unanswered("token response larger than 64 KiB refused"))
+            }
+            http::Body::Failed(why) if status == 200 => return Err(unanswered(why)),
+            _ => zeroize::Zeroizing::new(Vec::new()),
         };
         interpret_answer(status, &body, retry_after)
     }
@@ -223,22 +247,32 @@ pub fn interpret_answer(
             Some(status),
         ));
     }
+    // A 200 may have spent the refresh token: one without a usable token is unanswered.
     let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|_| transient("token endpoint sent a body that is not JSON", Some(200)))?;
+        .map_err(|_| unanswered("token endpoint sent a body that is not JSON"))?;
     let access = match v.get("access_token").and_then(|a| a.as_str()) {
-        Some(a) if !a.is_empty() => Secret::new(a),
-        _ => return Err(transient("token response has no access_token", Some(200))),
+        Some(a) if usable_token(a) => Secret::new(a),
+        Some(a) if !a.is_empty() => {
+            return Err(unanswered(
+                "token response has an access_token with control characters",
+            ))
+        }
+        _ => return Err(unanswered("token response has no access_token")),
     };
-    let refresh = v
-        .get("refresh_token")
-        .and_then(|r| r.as_str())
-        .filter(|r| !r.is_empty())
-        .map(Secret::new);
+    let refresh = match v.get("refresh_token").and_then(|r| r.as_str()) {
+        None | Some("") => None,
+        Some(r) if usable_token(r) => Some(Secret::new(r)),
+        Some(_) => {
+            return Err(unanswered(
+                "token response has a refresh_token with control characters",
+            ))
+        }
+    };
     let expires_in_s = v
         .get("expires_in")
         .and_then(crate::credentials::json_ms)
         .filter(|e| *e > 0)
-        .unwrap_or(DEFAULT_EXPIRES_IN_S);
+        .map_or(DEFAULT_EXPIRES_IN_S, |e| e.min(MAX_EXPIRES_IN_S));
     let scopes = v
         .get("scope")
         .and_then(|s| s.as_str())
@@ -311,6 +345,67 @@ mod tests {
             let (why, _) =
                 transient_why(interpret_answer(status, br#"{"access_token":"a1"}"#, None));
             assert!(why.contains("redirects are not followed"), "{why}");
+        }
+    }
+
+    fn unanswered_why(r: Result<super::TokenResponse, RefreshError>) -> String {
+        match r {
+            Err(RefreshError::Unanswered { why }) => why,
+            other => panic!("expected an unanswered refresh, got {other:?}"),
+        }
+    }
+
+    /// Issue 10, item 18: a control character in either token makes the answer malformed;
+    /// it is never stored or served, and the error does not echo it.
+    #[test]
+    fn tokens_with_control_characters_are_a_malformed_answer() {
+        for bad in [
+            r"a\n1",
+            r"a\r1",
+            r"a\u00001",
+            r"\u001b[0ma1",
+            r"a1\u007f",
+            r"a1\t",
+            r"a\u00851",
+        ] {
+            for body in [
+                format!(r#"{{"access_token":"{bad}","refresh_token":"r1","expires_in":60}}"#),
+                format!(r#"{{"access_token":"a1","refresh_token":"{bad}","expires_in":60}}"#),
+            ] {
+                let why = unanswered_why(interpret_answer(200, body.as_bytes(), None));
+                assert!(why.contains("control characters"), "{why}");
+                assert!(!why.contains("a1") && !why.contains("r1"), "{why}");
+            }
+        }
+        // Other non-ASCII text is not a control character.
+        let ok = r#"{"access_token":"a1é","refresh_token":"r1"}"#;
+        assert!(interpret_answer(200, ok.as_bytes(), None).is_ok());
+    }
+
+    /// Issue 10, item 4: `expires_in` is clamped to a year; 9.3e15 once wrapped `expiresAt`.
+    #[test]
+    fn expires_in_is_clamped_to_a_year() {
+        for e in [
+            "9300000000000000",
+            "9223372036854775807",
+            "1e300",
+            "31536001",
+        ] {
+            let body = format!(r#"{{"access_token":"a1","expires_in":{e}}}"#);
+            let t = interpret_answer(200, body.as_bytes(), None).unwrap();
+            assert_eq!(t.expires_in_s, super::MAX_EXPIRES_IN_S, "{e}");
+        }
+        for e in ["0", "-5", r#""x""#, "null"] {
+            let body = format!(r#"{{"access_token":"a1","expires_in":{e}}}"#);
+            let t = interpret_answer(200, body.as_bytes(), None).unwrap();
+            assert_eq!(t.expires_in_s, 3600, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_200_without_a_usable_token_may_have_spent_it() {
+        for body in [&b"not json{"[..], br#"{"access_token":""}"#, br#"{"x":1}"#] {
+            unanswered_why(interpret_answer(200, body, None));
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The rules of SPEC §2: when a credential may be used again after a failure.
+//! docs/SPEC.md, "States of a credential": when a credential may be used again after a failure.
 //!
 //! | state       | selectable            | left by                                          |
 //! |-------------|-----------------------|--------------------------------------------------|
@@ -21,8 +21,6 @@ const SOLE_CREDENTIAL_MAX_S: f64 = 60.0;
 const RESET_AT_CAP_S: f64 = 24.0 * 3600.0;
 pub const REFRESH_BACKOFF_MIN_MS: i64 = 60_000;
 pub const REFRESH_BACKOFF_MAX_MS: i64 = 3_600_000;
-/// A second 401 this soon after a refresh means the new token is refused too: bench it.
-pub const SECOND_401_WINDOW_S: f64 = 60.0;
 
 /// OAuth error codes that mean the grant is gone for good.
 pub fn is_terminal_reason(reason: &str) -> bool {
@@ -80,12 +78,18 @@ pub enum Availability {
 
 /// When an exhausted row comes back, in epoch ms. `sole` is true when it is the only
 /// non-dead credential of the pool: then it is never benched for more than 60 s (unless
-/// billing, 402, which waiting will not fix), since benching it locks the user out.
+/// billing, 402, which waiting will not fix), since benching it locks the user out. That
+/// cap wins over a caller's `reset_at`: a sole credential reported with a reset 10 minutes
+/// ahead comes back after 60 s, and the API's next answer decides again.
 pub fn available_at_ms(row: &Row, sole: bool) -> Availability {
     match row.last_status.as_deref() {
         Some(STATUS_DEAD) => Availability::Dead,
         Some(STATUS_EXHAUSTED) => {
-            let since = row.last_status_at.unwrap_or(0.0);
+            let now_s = clock::now_ms() as f64 / 1000.0;
+            // A bench time in the future (another machine's clock, a hand edit, a hostile
+            // file: 1e300 benched the row for ever) counts from now: every cap below
+            // then holds.
+            let since = row.last_status_at.unwrap_or(0.0).min(now_s);
             let mut until = match row.last_error_reset_at {
                 Some(reset) => reset.min(since + RESET_AT_CAP_S),
                 None => since + ttl_for_code(row.last_error_code),

@@ -19,7 +19,7 @@ use crate::request::{Failure, ResolveRequest};
 use crate::secret::{fingerprint, Secret};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,7 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// At most one credential with a token is not dead: SPEC §2's "only non-dead
+    /// At most one credential with a token is not dead: docs/SPEC.md's "only non-dead
     /// credential of the pool", which is never benched for long. One rule for selection,
     /// reports and status.
     fn sole_live(&self) -> bool {
@@ -159,6 +159,10 @@ pub struct Pool {
     pub(crate) counters: Counters,
     rr_cursor: AtomicUsize,
     watch: OnceLock<crate::watch::StoreWatch>,
+    /// Set at the second resolve. A one-shot process (`hap token`, a script) resolves once:
+    /// starting a watch thread and an inotify descriptor for it cost more than the whole
+    /// resolve (tearing the descriptor down took 80-90 % of `hap token`'s 12-16 ms).
+    watch_wanted: AtomicBool,
 }
 
 /// The token a row serves, from whichever store is its authority.
@@ -204,9 +208,12 @@ fn fresh_parts(
     min_validity_ms: u64,
     now: i64,
 ) -> bool {
+    // Saturating: an expiry near i64::MIN (a wrapped `expires_in`) minus now wrapped to a
+    // huge positive margin, and a `min_validity_ms` of 2^63 or more cast to a negative one;
+    // either served an expired token as fresh (issue 10).
     let long_enough = match expires_at_ms {
         None => true,
-        Some(at) => at - now > min_validity_ms as i64,
+        Some(at) => at.saturating_sub(now) > i64::try_from(min_validity_ms).unwrap_or(i64::MAX),
     };
     long_enough && !is_rejected_token(row, access)
 }
@@ -276,6 +283,26 @@ fn now_s() -> f64 {
     now_ms() as f64 / 1000.0
 }
 
+/// True when `cfg` names the default pool file (`$HERMES_HOME/auth.json`, else
+/// `~/.hermes/auth.json`) and its directory does not exist: Hermes is not installed. hap
+/// then works from the credentials file alone and creates nothing under `~/.hermes` (it
+/// used to create the directory at the first resolve, for a user who never installed
+/// Hermes: issue 10); 401/429 verdicts live in the handle's memory. An explicit
+/// `pool_path` keeps its meaning: its directory is created at the first write.
+pub fn default_pool_without_hermes(cfg: &Config) -> bool {
+    let Some(path) = &cfg.pool_path else {
+        return false;
+    };
+    if cfg.pool_path != Config::default().pool_path {
+        return false;
+    }
+    // Only "not there" counts: a directory hap cannot stat is an error to report, not a
+    // reason to run without the pool.
+    path.parent().is_some_and(|dir| {
+        std::fs::metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    })
+}
+
 /// The id of the in-memory row that stands for the credentials file when there is no pool
 /// file: stable across processes, derived from the file's path.
 fn memory_row_id(creds: &CredentialsFile) -> String {
@@ -294,7 +321,14 @@ fn new_row_id(rows: &[Row]) -> String {
 impl Pool {
     /// Opens a handle. Reads and validates what exists (an unreadable store fails with
     /// `STORE_CORRUPT` instead of being started over); needs no network.
-    pub fn open(cfg: Config) -> Result<Pool> {
+    pub fn open(mut cfg: Config) -> Result<Pool> {
+        cfg.check_ranges()?;
+        if default_pool_without_hermes(&cfg) {
+            crate::log::debug(format_args!(
+                "no Hermes directory for the default pool file: working from the credentials file alone"
+            ));
+            cfg.pool_path = None;
+        }
         let pool = Pool {
             pool_file: cfg
                 .pool_path
@@ -307,6 +341,7 @@ impl Pool {
             counters: Counters::default(),
             rr_cursor: AtomicUsize::new(0),
             watch: OnceLock::new(),
+            watch_wanted: AtomicBool::new(false),
             cfg,
         };
         drop(pool.current(false, false)?);
@@ -331,9 +366,14 @@ impl Pool {
         Instant::now() + Duration::from_millis(self.cfg.lock_timeout_ms)
     }
 
-    pub(crate) fn lock_file(&self, path: &std::path::Path, deadline: Instant) -> Result<FileLock> {
+    /// Takes a store's locks: `paths` as `lock_paths()` lists them (one per spelling).
+    pub(crate) fn lock_file(
+        &self,
+        paths: &[std::path::PathBuf],
+        deadline: Instant,
+    ) -> Result<FileLock> {
         let mut waited = false;
-        let l = FileLock::acquire(path, deadline, self.cfg.lock_timeout_ms, &mut waited);
+        let l = FileLock::acquire_all(paths, deadline, self.cfg.lock_timeout_ms, &mut waited);
         if waited {
             bump(&self.counters.lock_waits);
         }
@@ -399,11 +439,12 @@ impl Pool {
         Ok(self.lock_view())
     }
 
-    /// Starts the store watch if it is not running. Lazily, and again after each write: a
-    /// directory that does not exist yet (no pool file before the first write) cannot be
-    /// watched, and stat serves until it can.
+    /// Starts the store watch if it is not running and the handle has proved long-lived
+    /// (`watch_wanted`). Lazily, and again after each write: a directory that does not
+    /// exist yet (no pool file before the first write) cannot be watched, and stat serves
+    /// until it can.
     fn ensure_watch(&self) {
-        if self.watch.get().is_some() {
+        if self.watch.get().is_some() || !self.watch_wanted.load(Ordering::Relaxed) {
             return;
         }
         let files: Vec<&std::path::Path> = [
@@ -414,6 +455,7 @@ impl Pool {
         .flatten()
         .collect();
         if let Some(w) = crate::watch::StoreWatch::start(&files) {
+            crate::log::debug(format_args!("store watch started"));
             let _ = self.watch.set(w);
         }
     }
@@ -456,7 +498,7 @@ impl Pool {
         Ok(())
     }
 
-    /// SPEC §3.2: seed a `claude_code` row for a login found in the credentials file, and
+    /// "Resolve" step 2 (docs/SPEC.md): seed a `claude_code` row for a credentials-file login, and
     /// lift a bench from any row whose authority now holds a different token (a re-login or
     /// a sibling's rotation), at once, without waiting out the cooldown.
     fn sync(&self) -> Result<()> {
@@ -477,7 +519,11 @@ impl Pool {
             let creds_fp = creds_pair.map(|p| p.access.fingerprint());
             let mut changed = false;
             if adopt && creds_fp.is_some() && !rows.iter().any(|r| r.kind() == Kind::Borrowed) {
-                let priority = rows.iter().map(|r| r.priority + 1).max().unwrap_or(0);
+                let priority = rows
+                    .iter()
+                    .map(|r| r.priority.saturating_add(1))
+                    .max()
+                    .unwrap_or(0);
                 let mut row = Row::new_borrowed(new_row_id(rows), priority);
                 row.secret_fingerprint = creds_fp.clone();
                 row.expires_at_ms = creds_pair.and_then(|p| p.expires_at_ms);
@@ -517,7 +563,7 @@ impl Pool {
                 let lock = match held {
                     Some(l) => l,
                     None => {
-                        own = self.lock_file(&pf.lock_path(), self.deadline())?;
+                        own = self.lock_file(&pf.lock_paths()?, self.deadline())?;
                         &own
                     }
                 };
@@ -585,7 +631,9 @@ impl Pool {
                 let picks = &v.picks;
                 idx.sort_by_key(|&i| {
                     (
-                        rows[i].request_count + picks.get(&rows[i].id).copied().unwrap_or(0),
+                        rows[i]
+                            .request_count
+                            .saturating_add(picks.get(&rows[i].id).copied().unwrap_or(0)),
                         rows[i].priority,
                     )
                 })
@@ -611,9 +659,15 @@ impl Pool {
         }
     }
 
-    /// SPEC §3: sync, pick, return a valid token, refreshing when it needs it.
+    /// docs/SPEC.md, "Resolve": sync, pick, return a valid token, refreshing when it needs it.
     pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
-        bump(&self.counters.resolves);
+        req.check()?;
+        let n = self.counters.resolves.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 2 {
+            // A handle that resolves twice is a long-lived one: now the store watch pays.
+            self.watch_wanted.store(true, Ordering::Relaxed);
+            self.ensure_watch();
+        }
         let min_validity = req.min_validity_ms.unwrap_or(self.cfg.refresh_skew_ms);
         // The common case is answered from the cache without leaving the mutex. A quiet
         // store watch may vouch for the cache only when it yields a valid token; any other
@@ -704,8 +758,13 @@ impl Pool {
             .with_credential(id));
         }
         match self.refresh(&row, &pair, force, min_validity) {
-            Ok(out) => Ok(Self::token_of(&row, out.pair, out.refreshed)),
-            // SPEC §3.5: a failed refresh still serves an access token that has not expired.
+            Ok(out) => {
+                if is_rejected(&row, &pair) && out.pair.access != pair.access {
+                    self.note_retry(id, &out.pair);
+                }
+                Ok(Self::token_of(&row, out.pair, out.refreshed))
+            }
+            // docs/SPEC.md, "Resolve" step 5: a failed refresh still serves an unexpired token.
             Err(e)
                 if not_expired(&pair, now_ms())
                     && !is_rejected(&row, &pair)
@@ -721,8 +780,30 @@ impl Pool {
         }
     }
 
-    /// SPEC §2: what a caller saw when it used a token.
+    /// Marks `pair` as the token a refresh produced in answer to a reported 401: a 401 on
+    /// it benches the row (see `report_failure`). Best effort: the pair is already safe in
+    /// its store, and a lost marker costs one more refresh at the next 401.
+    fn note_retry(&self, id: &str, pair: &TokenPair) {
+        let fp = Some(pair.access.fingerprint());
+        let result = self.update_rows(None, |rows, _| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == id) else {
+                return Ok((false, ()));
+            };
+            let changed = r.retried_fingerprint != fp;
+            r.retried_fingerprint = fp.clone();
+            Ok((changed, ()))
+        });
+        if let Err(e) = result {
+            crate::log::debug(format_args!(
+                "row {id}: 401 retry marker not written: {}",
+                e.status.name()
+            ));
+        }
+    }
+
+    /// docs/SPEC.md, "Reporting a failure": what a caller saw when it used a token.
     pub fn report_failure(&self, f: &Failure) -> Result<FailureOutcome> {
+        f.check()?;
         let (row, served) = {
             let v = self.current(true, false)?;
             let row = v
@@ -757,11 +838,12 @@ impl Pool {
                     });
                 }
             }
-            let recently_refreshed = row.last_status.as_deref() == Some(policy::STATUS_OK)
-                && row
-                    .last_status_at
-                    .is_some_and(|at| now - at < policy::SECOND_401_WINDOW_S);
-            if !recently_refreshed {
+            // A first 401 on any token gets one refresh; only a 401 on the token that refresh
+            // produced benches the row. (Judging by time instead, "a 401 within 60 s of a
+            // refresh", benched the only credential for a minute whenever the API refused a
+            // token that a refresh for an expired login had just produced: issue 10.)
+            let second = served_fp.is_some() && row.retried_fingerprint == served_fp;
+            if !second {
                 self.update_rows(None, |rows, _| {
                     let Some(r) = rows.iter_mut().find(|r| r.id == id) else {
                         return Ok((false, ()));
@@ -778,7 +860,7 @@ impl Pool {
                     available_at_ms: None,
                 });
             }
-            // A second 401 within a minute of a refresh: the new token is refused too.
+            // The token a refresh produced for a 401 is refused too: bench it (below).
         }
 
         let status = if terminal {
@@ -800,6 +882,10 @@ impl Pool {
             // Remember which token was benched: a different one at the authority lifts it.
             if served_fp.is_some() {
                 r.secret_fingerprint = served_fp.clone();
+            }
+            // A refused token is not served again when the bench ends: it is refreshed.
+            if f.status_code == 401 && !terminal {
+                r.rejected_fingerprint = served_fp.clone();
             }
             Ok((true, Some(r.clone())))
         })?;
@@ -850,7 +936,13 @@ impl Pool {
                 let pair = pair_for(r, v.creds_pair.as_ref());
                 let availability = policy::available_at_ms(r, sole);
                 let pending = pair.as_ref().is_some_and(|p| is_rejected(r, p));
-                let last_status = if pending && r.last_status.as_deref() != Some(policy::STATUS_DEAD) {
+                // A benched row keeps its bench in view; its refusal marker only says that the
+                // refused token is refreshed, not served, once the bench ends.
+                let benched = matches!(
+                    r.last_status.as_deref(),
+                    Some(policy::STATUS_DEAD) | Some(policy::STATUS_EXHAUSTED)
+                );
+                let last_status = if pending && !benched {
                     Some("refresh_pending".to_string())
                 } else {
                     r.last_status.clone()
@@ -868,7 +960,7 @@ impl Pool {
                     "has_token": pair.is_some(),
                     "last_error_code": r.last_error_code,
                     "last_error_reason": r.last_error_reason,
-                    "request_count": r.request_count + v.picks.get(&r.id).copied().unwrap_or(0),
+                    "request_count": r.request_count.saturating_add(v.picks.get(&r.id).copied().unwrap_or(0)),
                 })
             })
             .collect();

@@ -31,6 +31,9 @@ pub const SOURCE_CLAUDE_CODE: &str = "claude_code";
 /// Row keys hap owns beyond Hermes' own: `hap_rejected_fingerprint` marks the access token a
 /// caller reported a 401 for (the next resolve refreshes instead of serving it again).
 pub const KEY_REJECTED: &str = "hap_rejected_fingerprint";
+/// `hap_retried_fingerprint` marks the access token a refresh produced in answer to such a
+/// 401: a 401 on that token benches the row instead of refreshing once more.
+pub const KEY_RETRIED: &str = "hap_retried_fingerprint";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -51,6 +54,7 @@ pub struct Row {
     pub request_count: u64,
     pub secret_fingerprint: Option<String>,
     pub rejected_fingerprint: Option<String>,
+    pub retried_fingerprint: Option<String>,
 }
 
 impl Row {
@@ -88,6 +92,7 @@ impl Row {
             request_count: 0,
             secret_fingerprint: None,
             rejected_fingerprint: None,
+            retried_fingerprint: None,
         }
     }
 
@@ -146,6 +151,7 @@ impl Row {
                 .unwrap_or(0),
             secret_fingerprint: s("secret_fingerprint"),
             rejected_fingerprint: s(KEY_REJECTED),
+            retried_fingerprint: s(KEY_RETRIED),
             id,
             source,
             access_token,
@@ -195,10 +201,15 @@ impl Row {
         if self.secret_fingerprint.is_some() || obj.contains_key("secret_fingerprint") {
             set(obj, "secret_fingerprint", opt_s(&self.secret_fingerprint));
         }
-        match &self.rejected_fingerprint {
-            Some(fp) => set(obj, KEY_REJECTED, fp.clone().into()),
-            None => {
-                obj.shift_remove(KEY_REJECTED);
+        for (key, fp) in [
+            (KEY_REJECTED, &self.rejected_fingerprint),
+            (KEY_RETRIED, &self.retried_fingerprint),
+        ] {
+            match fp {
+                Some(fp) => set(obj, key, fp.clone().into()),
+                None => {
+                    obj.shift_remove(key);
+                }
             }
         }
     }
@@ -240,6 +251,22 @@ impl PoolFile {
 
     pub fn lock_path(&self) -> PathBuf {
         crate::config::Config::pool_lock_path(&self.path)
+    }
+
+    /// Every `auth.lock` a writer of this file takes, nearest the symlink target first,
+    /// ending with [`lock_path`](Self::lock_path) (Hermes'); see
+    /// `CredentialsFile::lock_paths`.
+    pub fn lock_paths(&self) -> Result<Vec<PathBuf>> {
+        Ok(fsio::link_chain(&self.path)?
+            .iter()
+            .rev()
+            .map(|p| crate::config::Config::pool_lock_path(p))
+            .collect())
+    }
+
+    /// The file the path resolves to, which hap's journal is keyed on.
+    pub fn target(&self) -> Result<PathBuf> {
+        Ok(fsio::link_chain(&self.path)?.pop().expect("never empty"))
     }
 
     pub fn stamp(&self) -> Result<Option<FileStamp>> {

@@ -50,9 +50,13 @@ impl ResolveRequest {
                 "min_validity_ms" => {
                     r.min_validity_ms = match &v {
                         Value::Null => None,
-                        _ => Some(v.as_u64().ok_or_else(|| {
-                            Error::invalid("'min_validity_ms' must be a non-negative integer")
-                        })?),
+                        _ => Some(crate::config::ms_in_range(
+                            &k,
+                            "",
+                            &v,
+                            0,
+                            crate::config::MAX_VALIDITY_MS,
+                        )?),
                     }
                 }
                 "credential_id" => r.credential_id = opt_string(&k, &v)?,
@@ -72,9 +76,30 @@ impl ResolveRequest {
                 }
             }
         }
+        r.check()?;
         Ok(r)
     }
+
+    /// The ranges `from_json` enforces, for a request built in Rust (the CLI): 2^63 ms or
+    /// more turned negative in the freshness test and served an expired token (issue 10).
+    pub fn check(&self) -> Result<()> {
+        let max = crate::config::MAX_VALIDITY_MS;
+        match self.min_validity_ms {
+            Some(ms) if ms > max => Err(crate::config::range_error("min_validity_ms", "", 0, max)),
+            _ => Ok(()),
+        }
+    }
 }
+
+/// The latest `reset_at` accepted: the last second of year 9999. Anything later is not a
+/// time anyone meant (and the cooldown is capped at 24 h anyway).
+pub(crate) const MAX_RESET_AT_S: f64 = 253_402_300_799.0;
+/// The longest `retry_after_s` accepted: a year.
+pub(crate) const MAX_RETRY_AFTER_S: f64 = 31_536_000.0;
+
+const RESET_AT_RULE: &str =
+    "'reset_at' must be epoch seconds, epoch milliseconds or ISO-8601, from 1970 to the year 9999";
+const RETRY_AFTER_RULE: &str = "'retry_after_s' must be a number of seconds from 0 to 31536000";
 
 impl Failure {
     pub fn from_json(json: Option<&str>) -> Result<Failure> {
@@ -108,23 +133,16 @@ impl Failure {
                 "reset_at" => {
                     f.reset_at_s = match &v {
                         Value::Null => None,
-                        _ => Some(crate::policy::parse_reset_at_s(&v).ok_or_else(|| {
-                            Error::invalid(
-                                "'reset_at' must be epoch seconds, epoch milliseconds or ISO-8601",
-                            )
-                        })?),
+                        _ => Some(
+                            crate::policy::parse_reset_at_s(&v)
+                                .ok_or_else(|| Error::invalid(RESET_AT_RULE))?,
+                        ),
                     }
                 }
                 "retry_after_s" => {
                     f.retry_after_s = match &v {
                         Value::Null => None,
-                        _ => Some(
-                            v.as_f64()
-                                .filter(|s| s.is_finite() && *s >= 0.0)
-                                .ok_or_else(|| {
-                                    Error::invalid("'retry_after_s' must be a non-negative number")
-                                })?,
-                        ),
+                        _ => Some(v.as_f64().ok_or_else(|| Error::invalid(RETRY_AFTER_RULE))?),
                     }
                 }
                 other => {
@@ -139,7 +157,32 @@ impl Failure {
             .filter(|i| !i.is_empty())
             .ok_or_else(|| Error::invalid("'credential_id' is required"))?;
         f.status_code = code.ok_or_else(|| Error::invalid("'status_code' is required"))?;
+        f.check()?;
         Ok(f)
+    }
+
+    /// The ranges `from_json` enforces, for a failure built in Rust (the CLI's `hap
+    /// report`): a time that is not finite or centuries away must not reach the cooldown
+    /// arithmetic.
+    pub fn check(&self) -> Result<()> {
+        if !(100..=599).contains(&self.status_code) {
+            return Err(Error::invalid(
+                "'status_code' must be an HTTP status (100-599)",
+            ));
+        }
+        if self
+            .reset_at_s
+            .is_some_and(|s| !(s.is_finite() && s > 0.0 && s <= MAX_RESET_AT_S))
+        {
+            return Err(Error::invalid(RESET_AT_RULE));
+        }
+        if self
+            .retry_after_s
+            .is_some_and(|s| !(s.is_finite() && (0.0..=MAX_RETRY_AFTER_S).contains(&s)))
+        {
+            return Err(Error::invalid(RETRY_AFTER_RULE));
+        }
+        Ok(())
     }
 }
 

@@ -161,6 +161,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n)
 
     def _send(self, status, body, headers=None):
+        # A `drip_ms` fault of this request: the whole answer leaves one byte at a time.
+        drip, self._drip = getattr(self, "_drip", None), None
         if isinstance(body, (bytes, bytearray)):
             data = bytes(body)
         elif isinstance(body, str):
@@ -181,6 +183,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(str(k), str(v))
         if self.close_connection:
             self.send_header("Connection", "close")
+        if _is_num(drip) and drip > 0:
+            self._headers_buffer.append(b"\r\n")
+            out = b"".join(self._headers_buffer) + data
+            self._headers_buffer = []
+            for i in range(len(out)):
+                try:
+                    self.wfile.write(out[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    self.close_connection = True
+                    return
+                time.sleep(drip / 1000.0)
+            return
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -331,6 +346,7 @@ class Handler(BaseHTTPRequestHandler):
             st.log.append(entry)
 
         fault = fault or {}
+        self._drip = fault.get("drip_ms")
         delay = fault.get("delay_ms")
         if _is_num(delay) and delay > 0:
             time.sleep(delay / 1000.0)
@@ -374,16 +390,22 @@ class Handler(BaseHTTPRequestHandler):
             self._finish(entry, 400, INVALID_REQUEST_BODY)
             return
         omit = bool(fault.get("omit_refresh_token"))
+        echo = bool(fault.get("echo_refresh_token"))
         exp = fault.get("expires_in")
         with st.lock:
             if not st.refresh_valid_locked(refresh):
                 st.invalid_grant += 1
                 body, status = INVALID_GRANT_BODY, 400
             else:
-                if not omit:
+                if not (omit or echo):
                     st.spent.add(refresh)
                 st.issued += 1
-                body = st.mint_locked(exp if _is_int(exp) else st.expires_in, with_refresh=not omit)
+                body = st.mint_locked(
+                    exp if _is_int(exp) else st.expires_in, with_refresh=not (omit or echo)
+                )
+                if echo:
+                    # A server that does not rotate: the same refresh token comes back.
+                    body["refresh_token"] = refresh
                 status = 200
         self._finish(entry, status, body)
 

@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -415,6 +416,59 @@ def test_fault_omit_refresh_token(fake):
     # the presented refresh token stays valid
     assert fake.refresh("sk-ant-ort01-fake-r1")[0] == 200
     assert fake.refresh("sk-ant-ort01-fake-r1")[0] == 400
+
+
+def test_fault_echo_refresh_token(fake):
+    fake.admin("script", {"faults": [{"echo_refresh_token": True, "expires_in": 2}]})
+    status, body = fake.refresh("sk-ant-ort01-fake-r1")
+    assert status == 200 and body["refresh_token"] == "sk-ant-ort01-fake-r1"
+    assert body["expires_in"] == 2 and body["access_token"]
+    # not rotated, so not spent: it works once more, normally (and is spent then)
+    assert fake.refresh("sk-ant-ort01-fake-r1")[0] == 200
+    assert fake.refresh("sk-ant-ort01-fake-r1")[0] == 400
+
+
+def test_fault_drip(fake):
+    fake.admin("script", {"faults": [{"drip_ms": 2}]})
+    c = fake.conn()
+    t0 = time.monotonic()
+    c.request(
+        "POST",
+        TOKEN_PATH,
+        body=json.dumps(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": "sk-ant-ort01-fake-r1",
+                "client_id": CLIENT_ID,
+            }
+        ),
+        headers={"Content-Type": "application/json"},
+    )
+    resp = c.getresponse()
+    data = resp.read()
+    c.close()
+    assert resp.status == 200 and json.loads(data)["refresh_token"]
+    # every byte (well over 200) waited 2 ms
+    assert time.monotonic() - t0 > 0.4
+    # a normal success: the presented token is spent
+    assert fake.refresh("sk-ant-ort01-fake-r1")[0] == 400
+
+
+def test_fault_drip_client_gone(fake):
+    fake.admin("script", {"faults": [{"drip_ms": 20}]})
+    body = json.dumps(
+        {"grant_type": "refresh_token", "refresh_token": "sk-ant-ort01-fake-r1", "client_id": "c"}
+    ).encode()
+    s = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
+    s.sendall(
+        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (TOKEN_PATH.encode(), len(body), body)
+    )
+    assert s.recv(4) == b"H"  # one byte at a time
+    s.close()
+    # the dripping handler notices the closed socket; the server carries on serving
+    time.sleep(0.2)
+    assert fake.refresh("sk-ant-ort01-fake-r2")[0] == 200
 
 
 def test_fault_expires_in(fake):

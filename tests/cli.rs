@@ -2,7 +2,7 @@
 //!
 //! Every run checks that no token reaches stdout or stderr; only `hap token`'s own stdout
 //! may carry one. The homes are found the way a user's are: through `HERMES_HOME` and
-//! `CLAUDE_CONFIG_DIR` (ABI.md's defaults), not through options.
+//! `CLAUDE_CONFIG_DIR` (docs/ABI.md's defaults), not through options.
 
 mod common;
 
@@ -771,7 +771,7 @@ fn doctor_warns_about_permissions_symlinks_locks_and_expiry() {
 
     let r = Hap::new(&home, None).run(&["doctor", "--json"]).expect(0);
     let all = findings(&r);
-    assert!(has(&all, "info", "is a symlink to"), "{all:#?}");
+    assert!(has(&all, "warn", "is a symlink to"), "{all:#?}");
     assert!(
         has(&all, "warn", "is mode 0644, wider than 0600"),
         "{all:#?}"
@@ -1047,4 +1047,165 @@ fn debug_log_of_a_refresh_never_shows_a_token() {
     assert!(stderr.contains("hap["), "debug lines expected: {stderr}");
     assert_no_secret("HAP_LOG=debug stderr", &stderr);
     assert_eq!(server.posts(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 10: a new user's first runs (items 15 and 16)
+
+#[path = "common/policy.rs"]
+mod policy;
+
+/// `hap` with only HOME set (no HERMES_HOME, no CLAUDE_CONFIG_DIR): the defaults a new user
+/// gets, `~/.hermes/auth.json` and `~/.claude/.credentials.json`.
+fn hap_at_home(bin: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .current_dir(home);
+    c
+}
+
+fn run_cmd(mut c: Command) -> Run {
+    let out = c.output().expect("hap runs");
+    Run {
+        code: out.status.code().expect("hap exits, not killed"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// A user who never installed Hermes: `hap token`, `hap report` and `hap doctor` work from
+/// Claude Code's login alone and create nothing under ~/.hermes; doctor says that 401/429
+/// verdicts then live only in each process's memory.
+#[test]
+fn without_hermes_nothing_is_created_under_dot_hermes() {
+    let server = FakeServer::start();
+    let home = Home::new();
+    let root = home.dir.path();
+    write_json(
+        &root.join(".claude/.credentials.json"),
+        &json!({"claudeAiOauth": {"accessToken": A1, "refreshToken": R1,
+            "expiresAt": now_ms() - 1000, "scopes": ["user:inference"], "subscriptionType": "max"}}),
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_hap"));
+    let url = server.token_url();
+    let t = run_cmd(hap_at_home(
+        bin,
+        root,
+        &["token", "--json", "--token-url", &url],
+    ))
+    .expect(0);
+    assert_eq!(
+        t.json()["refreshed"],
+        true,
+        "refreshed from the login alone"
+    );
+    let id = t.json()["credential_id"].as_str().unwrap().to_string();
+    let r = run_cmd(hap_at_home(
+        bin,
+        root,
+        &["report", "--credential", &id, "--status", "429", "--json"],
+    ))
+    .expect(0);
+    assert!(r.stderr.contains("no other process sees"), "{}", r.stderr);
+    let d = run_cmd(hap_at_home(bin, root, &["doctor", "--json"])).expect(0);
+    let all = findings(&d);
+    assert!(
+        has(&all, "info", "no Hermes directory") && has(&all, "info", "only in the memory"),
+        "{}",
+        d.stdout
+    );
+    assert!(
+        !root.join(".hermes").exists(),
+        "~/.hermes was created for a user without Hermes"
+    );
+}
+
+/// A read-only ~/.hermes: `hap token` cannot adopt the login into the pool and fails with
+/// HAP_STATUS_IO; `hap doctor` must call that an error and say how to fix it (it reported
+/// "0 error(s)"). Run as an unprivileged throwaway user: root writes anywhere.
+#[test]
+fn an_unwritable_pool_is_a_doctor_error_with_its_fix() {
+    let Some(user) = policy::Throwaway::create() else {
+        policy::skipped("an_unwritable_pool_is_a_doctor_error_with_its_fix");
+        return;
+    };
+    let home = Home::new();
+    let root = home.dir.path();
+    let creds = root.join(".claude/.credentials.json");
+    write_json(
+        &creds,
+        &json!({"claudeAiOauth": {"accessToken": A1, "refreshToken": R1,
+            "expiresAt": now_ms() + HOUR_MS, "scopes": ["user:inference"], "subscriptionType": "max"}}),
+    );
+    let hermes = root.join(".hermes");
+    fs::create_dir(&hermes).unwrap();
+    // The binary where the user can run it; everything in the home is the user's.
+    let bin = root.join("hap");
+    fs::copy(env!("CARGO_BIN_EXE_hap"), &bin).unwrap();
+    for p in [root, &root.join(".claude"), &creds, &hermes, &bin] {
+        user.own(p);
+    }
+    chmod(root, 0o700);
+    chmod(&creds, 0o600);
+    chmod(&hermes, 0o500);
+    let as_user = |args: &[&str]| {
+        let mut c = user.command(&bin);
+        c.args(args).env_clear().env("HOME", root).current_dir(root);
+        run_cmd(c)
+    };
+    let t = as_user(&["token", "--token-url", "http://127.0.0.1:9/v1/oauth/token"]).expect(17);
+    assert!(t.stderr.contains("auth.lock"), "{}", t.stderr);
+    assert!(t.stderr.contains("hap doctor"), "{}", t.stderr);
+
+    let d = as_user(&["doctor", "--json"]).expect(1);
+    let all = findings(&d);
+    let errs = find(&all, "error", "cannot write");
+    assert!(
+        !errs.is_empty(),
+        "no error for the unwritable pool:\n{}",
+        d.stdout
+    );
+    assert!(errs[0]["what"].as_str().unwrap().contains(".hermes"));
+    let fix = errs[0]["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("chmod u+rwx") && fix.contains("--no-pool"),
+        "{fix}"
+    );
+
+    // A pool file the user cannot write, in a directory the user can: an error too.
+    chmod(&hermes, 0o700);
+    let pool = hermes.join("auth.json");
+    fs::write(&pool, b"{}").unwrap();
+    user.own(&pool);
+    chmod(&pool, 0o400);
+    let d = as_user(&["doctor", "--json"]).expect(1);
+    assert!(
+        has(&findings(&d), "error", "auth.json"),
+        "no error for the read-only pool file:\n{}",
+        d.stdout
+    );
+}
+
+/// `hap token` is a one-shot process: it starts no store watch (whose inotify teardown was
+/// 80-90 % of its run time).
+#[test]
+fn token_starts_no_store_watch() {
+    let server = FakeServer::start();
+    let home = tidy_home(HOUR_MS);
+    let hap = Hap::new(&home, Some(&server));
+    for args in [&["token"][..], &["token", "--min-validity", "2h"][..]] {
+        let out = hap.command(args).env("HAP_LOG", "debug").output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains("hap["), "debug lines expected: {stderr}");
+        assert!(
+            !stderr.contains("store watch started"),
+            "`hap {}` started a watch: {stderr}",
+            args.join(" ")
+        );
+    }
+    assert_eq!(server.posts(), 1, "the second run refreshed (and wrote)");
 }

@@ -1,5 +1,5 @@
 //! The committed `include/hap.h` must be exactly what cbindgen makes from `src/ffi/` now,
-//! and must carry what ABI.md promises. (rustls-ffi's one header bug was a hand-written
+//! and must carry what docs/ABI.md promises. (rustls-ffi's one header bug was a hand-written
 //! macro nobody checked.)
 
 #[test]

@@ -663,7 +663,7 @@ fn store_rewritten_in_place_does_not_fail_a_valid_cached_token() {
     std::fs::write(h.creds_path(), &good[..good.len() / 2]).unwrap();
     assert_eq!(resolve(&pool).unwrap().access_token.expose(), A1);
     // A refresh must read the file under its lock: it cannot, so it neither POSTs nor
-    // writes, and (SPEC §3.5) the unexpired token is still served.
+    // writes, and (docs/SPEC.md, "Resolve" step 5) the unexpired token is still served.
     let force = hap::ResolveRequest {
         force_refresh: true,
         ..Default::default()

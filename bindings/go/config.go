@@ -11,7 +11,7 @@ import (
 // Strategy picks among the usable credentials of a pool.
 type Strategy string
 
-// The strategies of ABI.md.
+// The strategies of docs/ABI.md.
 const (
 	FillFirst  Strategy = "fill_first" // lowest priority first (the default)
 	RoundRobin Strategy = "round_robin"
@@ -19,7 +19,7 @@ const (
 	Random     Strategy = "random"
 )
 
-// Config mirrors the config JSON of hap_pool_open (ABI.md). The zero value of
+// Config mirrors the config JSON of hap_pool_open (docs/ABI.md). The zero value of
 // every field means "the library's default", so Config{} opens the user's own
 // ~/.hermes/auth.json and ~/.claude/.credentials.json. Only fields that are set
 // are sent to the library.
@@ -31,7 +31,8 @@ type Config struct {
 	Provider string
 
 	// PoolPath is the Hermes auth.json pool file (default $HERMES_HOME/auth.json,
-	// else ~/.hermes/auth.json). NoPoolFile sends null instead: no pool file,
+	// else ~/.hermes/auth.json; unused when that directory does not exist, so
+	// hap creates nothing there). NoPoolFile sends null instead: no pool file,
 	// only the credentials file. Setting both is an invalid argument.
 	PoolPath   string
 	NoPoolFile bool
@@ -50,11 +51,11 @@ type Config struct {
 	UserAgent string // User-Agent on the token endpoint (default "hap/<version>")
 
 	// RefreshSkew: refresh when the access token expires within this
-	// (default 2 minutes).
+	// (default 2 minutes, at most 24 h).
 	RefreshSkew time.Duration
 	Strategy    Strategy      // default FillFirst
-	LockTimeout time.Duration // longest wait for any lock (default 25 s)
-	HTTPTimeout time.Duration // per token-endpoint request (default 10 s)
+	LockTimeout time.Duration // longest wait for any lock (default 25 s, at most 1 h)
+	HTTPTimeout time.Duration // per token-endpoint request (default 10 s, at most 1 h)
 
 	// DisableClaudeCodeLock turns off taking Claude Code's own refresh lock
 	// (claude_code_lock = false).
@@ -128,7 +129,7 @@ func durationMS(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
-// UnmarshalJSON reads the config JSON of ABI.md into c, so a config shared with
+// UnmarshalJSON reads the config JSON of docs/ABI.md into c, so a config shared with
 // programs in other languages can be opened from Go. A null pool_path or
 // credentials_path sets NoPoolFile / NoCredentialsFile; null elsewhere means
 // the default. Unknown keys are an error naming the key, as in the library.

@@ -7,11 +7,11 @@ import (
 	"time"
 )
 
-// Code is a hap_status value (ABI.md, "Status values"). Callers treat a
+// Code is a hap_status value (docs/ABI.md, "Status values"). Callers treat a
 // non-zero value they do not know as a generic failure.
 type Code int32
 
-// The status values fixed by ABI.md. A test checks each against the
+// The status values fixed by docs/ABI.md. A test checks each against the
 // library's hap_status_name, so a drift between this list and libhap fails CI.
 const (
 	CodeOK                Code = 0
@@ -67,7 +67,7 @@ var sentinels = map[Code]error{
 	CodeInternal:          ErrInternal,
 }
 
-// Error is a failure reported by libhap: the error JSON of ABI.md as a Go
+// Error is a failure reported by libhap: the error JSON of docs/ABI.md as a Go
 // value. It never carries a token (the library guarantees its message has
 // none, and this type adds only ids, paths and times).
 type Error struct {

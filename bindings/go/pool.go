@@ -141,7 +141,7 @@ func (p *Pool) ResolveToken(opts ResolveOptions) (Token, error) {
 	if err := json.Unmarshal([]byte(out), &w); err != nil {
 		// Never wrap err: its text could quote the result, which holds the token.
 		return Token{}, &Error{Status: CodeInternal, Name: "HAP_STATUS_INTERNAL",
-			Message: "resolve result is not the JSON ABI.md describes"}
+			Message: "resolve result is not the JSON docs/ABI.md describes"}
 	}
 	return Token{
 		CredentialID: w.CredentialID,
@@ -185,7 +185,7 @@ type FailureResult struct {
 // CredentialState is a credential's last_status.
 type CredentialState string
 
-// Credential states of ABI.md. "" is a credential with no status yet.
+// Credential states of docs/ABI.md. "" is a credential with no status yet.
 const (
 	StateOK             CredentialState = "ok"
 	StateRefreshPending CredentialState = "refresh_pending"
@@ -228,21 +228,26 @@ func (p *Pool) ReportFailure(f Failure) (FailureResult, error) {
 	return FailureResult{CredentialID: rw.CredentialID, LastStatus: rw.LastStatus, AvailableAt: msTime(rw.AvailableAtMS)}, nil
 }
 
-// Status is a snapshot of the pool (hap_pool_status). It holds no secrets.
-type Status struct {
+// PoolStatus is a snapshot of the pool (hap_pool_status). It holds no secrets.
+type PoolStatus struct {
 	Provider        string
 	PoolPath        string // "" when the pool has no pool file
 	CredentialsPath string // "" when the pool has no credentials file
 	Strategy        Strategy
-	Credentials     []CredentialStatus
+	Credentials     []CredentialSnapshot
 	Counters        Counters
 	// Raw is the status JSON as the library returned it, including keys
 	// this package does not know yet.
 	Raw json.RawMessage
 }
 
-// CredentialStatus is one credential of a Status.
-type CredentialStatus struct {
+// Status is the former name of PoolStatus.
+//
+// Deprecated: use PoolStatus, the name every binding uses (docs/GLOSSARY.md).
+type Status = PoolStatus
+
+// CredentialSnapshot is one credential of a PoolStatus.
+type CredentialSnapshot struct {
 	CredentialID    string
 	Label           string
 	Source          string
@@ -255,14 +260,23 @@ type CredentialStatus struct {
 	LastErrorCode   int
 	LastErrorReason string
 	RequestCount    int64
+	HasToken        bool // its store holds an access token
 }
+
+// CredentialStatus is the former name of CredentialSnapshot.
+//
+// Deprecated: use CredentialSnapshot, the name every binding uses (docs/GLOSSARY.md).
+type CredentialStatus = CredentialSnapshot
 
 // Counters are this Pool's own, since it was opened.
 type Counters struct {
-	Resolves       int64 `json:"resolves"`
-	RefreshPosts   int64 `json:"refresh_posts"`
-	RefreshAdopted int64 `json:"refresh_adopted"`
-	LockWaits      int64 `json:"lock_waits"`
+	Resolves          int64 `json:"resolves"`
+	RefreshPosts      int64 `json:"refresh_posts"`
+	RefreshAdopted    int64 `json:"refresh_adopted"`
+	JournalRecoveries int64 `json:"journal_recoveries"`
+	LockWaits         int64 `json:"lock_waits"`
+	StoreReads        int64 `json:"store_reads"`
+	StoreWrites       int64 `json:"store_writes"`
 }
 
 type statusWire struct {
@@ -283,6 +297,7 @@ type statusWire struct {
 		LastErrorCode   *int     `json:"last_error_code"`
 		LastErrorReason *string  `json:"last_error_reason"`
 		RequestCount    *int64   `json:"request_count"`
+		HasToken        bool     `json:"has_token"`
 	} `json:"credentials"`
 	Counters Counters `json:"counters"`
 }
@@ -297,16 +312,16 @@ func deref[T any](p *T) T {
 
 // Status returns a snapshot of the pool: its credentials and counters. It has
 // no side effects.
-func (p *Pool) Status() (Status, error) {
+func (p *Pool) Status() (PoolStatus, error) {
 	out, err := p.call(func(r rawPool) (int32, string, string) { return r.status() })
 	if err != nil {
-		return Status{}, err
+		return PoolStatus{}, err
 	}
 	var w statusWire
 	if err := json.Unmarshal([]byte(out), &w); err != nil {
-		return Status{}, fmt.Errorf("hap: status result: %w", err)
+		return PoolStatus{}, fmt.Errorf("hap: status result: %w", err)
 	}
-	s := Status{
+	s := PoolStatus{
 		Provider:        w.Provider,
 		PoolPath:        deref(w.PoolPath),
 		CredentialsPath: deref(w.CredentialsPath),
@@ -315,7 +330,7 @@ func (p *Pool) Status() (Status, error) {
 		Raw:             json.RawMessage(out),
 	}
 	for _, c := range w.Credentials {
-		s.Credentials = append(s.Credentials, CredentialStatus{
+		s.Credentials = append(s.Credentials, CredentialSnapshot{
 			CredentialID:    c.CredentialID,
 			Label:           deref(c.Label),
 			Source:          deref(c.Source),
@@ -328,6 +343,7 @@ func (p *Pool) Status() (Status, error) {
 			LastErrorCode:   deref(c.LastErrorCode),
 			LastErrorReason: deref(c.LastErrorReason),
 			RequestCount:    deref(c.RequestCount),
+			HasToken:        c.HasToken,
 		})
 	}
 	return s, nil

@@ -321,6 +321,60 @@ func TestReportFailureBenchesUntilAvailable(t *testing.T) {
 	}
 }
 
+// PoolStatus and CredentialSnapshot are the names every binding shares
+// (docs/GLOSSARY.md); Status and CredentialStatus stay as deprecated aliases of
+// the same types. Every key of the status document reaches a field.
+func TestPoolStatusNamesAndEveryKey(t *testing.T) {
+	srv := startServer(t)
+	e := newEnv(t, srv)
+	e.writeCreds(t, fresh())
+	p := e.open(t, e.config())
+	if _, err := p.ResolveToken(hap.ResolveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snapshot hap.PoolStatus = st
+	var former hap.Status = snapshot
+	if len(former.Credentials) != 1 {
+		t.Fatalf("status: %+v", former)
+	}
+	var c hap.CredentialSnapshot = st.Credentials[0]
+	var formerC hap.CredentialStatus = c
+	var raw struct {
+		Credentials []struct {
+			HasToken bool `json:"has_token"`
+		} `json:"credentials"`
+		Counters map[string]int64 `json:"counters"`
+	}
+	if err := json.Unmarshal(st.Raw, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if !formerC.HasToken || formerC.HasToken != raw.Credentials[0].HasToken {
+		t.Fatalf("HasToken %v, JSON has_token %v", formerC.HasToken, raw.Credentials[0].HasToken)
+	}
+	got := map[string]int64{
+		"resolves":           st.Counters.Resolves,
+		"refresh_posts":      st.Counters.RefreshPosts,
+		"refresh_adopted":    st.Counters.RefreshAdopted,
+		"journal_recoveries": st.Counters.JournalRecoveries,
+		"lock_waits":         st.Counters.LockWaits,
+		"store_reads":        st.Counters.StoreReads,
+		"store_writes":       st.Counters.StoreWrites,
+	}
+	for k, v := range raw.Counters {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("counter %s: JSON %d, Counters field %d (known: %v)", k, v, g, ok)
+		}
+	}
+	// Adopting the Claude Code login wrote the pool file; opening read the stores.
+	if st.Counters.StoreWrites < 1 || st.Counters.StoreReads < 1 {
+		t.Fatalf("counters: %+v", st.Counters)
+	}
+}
+
 func TestConfigJSON(t *testing.T) {
 	b, err := json.Marshal(hap.Config{})
 	if err != nil || string(b) != "{}" {

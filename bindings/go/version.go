@@ -29,7 +29,7 @@ var abiCheck = sync.OnceValue(func() error {
 	return compatible(libABIVersion(), headerABIVersion, libVersion())
 })
 
-// compatible is the rule of ABI.md: adding is a minor change, removing or
+// compatible is the rule of docs/ABI.md: adding is a minor change, removing or
 // re-meaning is a major one.
 func compatible(lib, header uint32, libName string) error {
 	if lib>>16 == header>>16 && lib&0xffff >= header&0xffff {

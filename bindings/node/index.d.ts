@@ -1,10 +1,10 @@
 // Types for hap-oauth (CommonJS; also importable from ESM).
 
-/** libhap configuration (ABI.md `hap_pool_open`). Every key is optional. */
+/** libhap configuration (docs/ABI.md, `hap_pool_open`). Every key is optional. */
 export interface PoolConfig {
   /** Pool key inside the pool file (`credential_pool.<provider>`). Default "anthropic". */
   provider?: string;
-  /** Hermes auth.json; null = no pool file. Default $HERMES_HOME/auth.json or ~/.hermes/auth.json. */
+  /** Hermes auth.json; null = no pool file. Default $HERMES_HOME/auth.json or ~/.hermes/auth.json (unused when that directory does not exist). */
   poolPath?: string | null;
   /** Claude Code's .credentials.json; null = none. */
   credentialsPath?: string | null;
@@ -12,12 +12,12 @@ export interface PoolConfig {
   tokenUrls?: string[];
   clientId?: string;
   userAgent?: string;
-  /** Refresh when the access token expires within this. Default 120000. */
+  /** Refresh when the access token expires within this. Default 120000, at most 86400000. */
   refreshSkewMs?: number;
   strategy?: 'fill_first' | 'round_robin' | 'least_used' | 'random';
-  /** Longest wait for any lock. Default 25000. */
+  /** Longest wait for any lock. Default 25000, at most 3600000. */
   lockTimeoutMs?: number;
-  /** Per token-endpoint request. Default 10000. */
+  /** Per token-endpoint request. Default 10000, 1 to 3600000. */
   httpTimeoutMs?: number;
   /** Also take Claude Code's own refresh lock. Default true. */
   claudeCodeLock?: boolean;
@@ -59,7 +59,8 @@ export interface ResolveOptions {
   forceRefresh?: boolean;
 }
 
-export interface FailureReport {
+/** What the API answered when a token was used (`hap_report_failure`'s failure). */
+export interface Failure {
   credentialId: string;
   /** HTTP status the API answered, e.g. 401, 429. */
   statusCode: number;
@@ -71,15 +72,24 @@ export interface FailureReport {
   retryAfterS?: number;
 }
 
-export type CredentialStatus = 'ok' | 'refresh_pending' | 'exhausted' | 'dead';
+/** @deprecated Use Failure (docs/GLOSSARY.md); the same type. */
+export type FailureReport = Failure;
 
-export interface ReportResult {
+/** A credential's `last_status`. */
+export type CredentialState = 'ok' | 'refresh_pending' | 'exhausted' | 'dead';
+/** @deprecated Use CredentialState (docs/GLOSSARY.md); the same type. */
+export type CredentialStatus = CredentialState;
+
+/** What the pool did with a reported failure. */
+export interface FailureResult {
   credentialId: string;
-  lastStatus: CredentialStatus;
+  lastStatus: CredentialState;
   /** Epoch ms; null for ok, refresh_pending and dead. */
   availableAtMs: number | null;
   [extra: string]: unknown;
 }
+/** @deprecated Use FailureResult (docs/GLOSSARY.md); the same type. */
+export type ReportResult = FailureResult;
 
 export interface CredentialSnapshot {
   credentialId: string;
@@ -87,10 +97,12 @@ export interface CredentialSnapshot {
   source: string | null;
   authType: 'oauth' | 'api_key';
   priority: number;
-  lastStatus: CredentialStatus | null;
+  lastStatus: CredentialState | null;
   available: boolean;
   availableAtMs: number | null;
   expiresAtMs: number | null;
+  /** The credential's store holds an access token. */
+  hasToken: boolean;
   lastErrorCode: number | null;
   lastErrorReason: string | null;
   requestCount: number;
@@ -107,7 +119,10 @@ export interface PoolStatus {
     resolves: number;
     refreshPosts: number;
     refreshAdopted: number;
+    journalRecoveries: number;
     lockWaits: number;
+    storeReads: number;
+    storeWrites: number;
     [extra: string]: number;
   };
   [extra: string]: unknown;
@@ -117,7 +132,7 @@ export interface PoolStatus {
  * A resolved token. `accessToken` is readable but hidden from util.inspect,
  * console.log, JSON.stringify, spreading and Object.keys.
  */
-export declare class TokenResult {
+export declare class Token {
   private constructor();
   /** The secret: send it as `Authorization: Bearer <accessToken>`. */
   readonly accessToken: string;
@@ -130,8 +145,12 @@ export declare class TokenResult {
   /** True when this call's own POST produced the token. */
   readonly refreshed: boolean;
   /** Everything but the secret. */
-  toJSON(): Omit<TokenResult, 'accessToken' | 'toJSON'>;
+  toJSON(): Omit<Token, 'accessToken' | 'toJSON'>;
 }
+/** @deprecated Use Token (docs/GLOSSARY.md); the same class. */
+export declare const TokenResult: typeof Token;
+/** @deprecated Use Token (docs/GLOSSARY.md); the same class. */
+export type TokenResult = Token;
 
 export declare class Pool {
   /**
@@ -142,12 +161,12 @@ export declare class Pool {
   /** True once close() has been called. */
   readonly closed: boolean;
   /** Resolves a token on a libuv worker thread; the event loop keeps running. */
-  resolveToken(options?: ResolveOptions): Promise<TokenResult>;
+  resolveToken(options?: ResolveOptions): Promise<Token>;
   /** Resolves a token on the calling thread (blocks it during a refresh). */
-  resolveTokenSync(options?: ResolveOptions): TokenResult;
+  resolveTokenSync(options?: ResolveOptions): Token;
   /** Reports what happened when a token was used; on a worker thread. */
-  reportFailure(failure: FailureReport): Promise<ReportResult>;
-  reportFailureSync(failure: FailureReport): ReportResult;
+  reportFailure(failure: Failure): Promise<FailureResult>;
+  reportFailureSync(failure: Failure): FailureResult;
   /** A snapshot without secrets; synchronous (no lock, no network). */
   status(): PoolStatus;
   /** Releases the native pool. Idempotent; later calls throw PoolClosedError. */
@@ -208,9 +227,13 @@ export declare class LockTimeoutError extends HapError {
 export declare class StoreCorruptError extends HapError {
   readonly status: 6;
 }
-export declare class StoreIoError extends HapError {
+export declare class IoError extends HapError {
   readonly status: 7;
 }
+/** @deprecated Use IoError (docs/GLOSSARY.md); the same class. */
+export declare const StoreIoError: typeof IoError;
+/** @deprecated Use IoError (docs/GLOSSARY.md); the same class. */
+export type StoreIoError = IoError;
 export declare class UnknownCredentialError extends HapError {
   readonly status: 8;
 }

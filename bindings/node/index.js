@@ -62,7 +62,7 @@ const REDACTED = '[redacted]';
  * enumerable property: util.inspect, console.log, JSON.stringify, spreading
  * and Object.keys all leave the secret out.
  */
-class TokenResult {
+class Token {
   #accessToken;
 
   constructor(raw) {
@@ -86,7 +86,7 @@ class TokenResult {
 
   [util.inspect.custom](depth, options, inspect) {
     const shown = { accessToken: REDACTED, ...this };
-    return `TokenResult ${inspect(shown, { ...options, depth: options.depth === null ? null : options.depth - 1 })}`;
+    return `Token ${inspect(shown, { ...options, depth: options.depth === null ? null : options.depth - 1 })}`;
   }
 }
 
@@ -115,7 +115,7 @@ class Pool {
   #maxConcurrentCalls;
 
   /**
-   * @param config libhap config (ABI.md), camelCase or snake_case keys, or a JSON string.
+   * @param config libhap config (docs/ABI.md), camelCase or snake_case keys, or a JSON string.
    * @param options binding options: { maxConcurrentCalls }.
    */
   constructor(config = undefined, options = {}) {
@@ -136,13 +136,13 @@ class Pool {
   /** Resolve a token on a worker thread; the event loop keeps running meanwhile. */
   async resolveToken(options = undefined) {
     const request = toWireJson('options', options);
-    return new TokenResult(unwrap(await this.#callAsync('hap_resolve_token', [request])));
+    return new Token(unwrap(await this.#callAsync('hap_resolve_token', [request])));
   }
 
   /** Resolve a token on the calling thread (blocks it; for scripts and CLIs). */
   resolveTokenSync(options = undefined) {
     const request = toWireJson('options', options);
-    return new TokenResult(unwrap(this.#callSync('hap_resolve_token', [request])));
+    return new Token(unwrap(this.#callSync('hap_resolve_token', [request])));
   }
 
   /** Report what happened when a token was used (e.g. a 429), on a worker thread. */
@@ -249,7 +249,9 @@ function statusName(status) {
 
 module.exports = {
   Pool,
-  TokenResult,
+  Token,
+  /** @deprecated The same class as Token (docs/GLOSSARY.md); kept for existing code. */
+  TokenResult: Token,
   version,
   abiVersion,
   libraryPath,

@@ -3,6 +3,7 @@ import hap from './index.js';
 
 export const {
   Pool,
+  Token,
   TokenResult,
   version,
   abiVersion,
@@ -19,6 +20,7 @@ export const {
   UnavailableError,
   LockTimeoutError,
   StoreCorruptError,
+  IoError,
   StoreIoError,
   UnknownCredentialError,
   InternalError,

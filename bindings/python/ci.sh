@@ -11,8 +11,10 @@ trap 'rm -rf "$WORK"' EXIT
 echo "== python binding: venv"
 python3 -m venv "$WORK/venv"
 BIN="$WORK/venv/bin"
+# The HTTP libraries and the official SDK the adapters are tested against, from the index.
 "$BIN/python" -m pip install --quiet --disable-pip-version-check \
-    "ruff==0.16.9" "mypy==2.4.0" "pytest==9.1.1"
+    "ruff==0.16.9" "mypy==2.4.0" "pytest==9.1.1" \
+    "httpx==0.28.1" "requests==2.34.2" "types-requests==2.33.0.20261030" "anthropic==2.14.0"
 
 echo "== python binding: pip install ./bindings/python (cargo build --release, bundled libhap)"
 # Without HAP_LIBRARY_PATH the build hook runs cargo on the repo (a no-op after .ci/run's build).
@@ -36,13 +38,17 @@ fi
 
 cd "$HERE"
 echo "== python binding: ruff"
-"$BIN/ruff" check hap tests bench demo_worker.py setup.py
-"$BIN/ruff" format --check hap tests bench demo_worker.py setup.py
+"$BIN/ruff" check hap tests bench demo_worker.py setup.py hermes_plugin
+"$BIN/ruff" format --check hap tests bench demo_worker.py setup.py hermes_plugin
 
 echo "== python binding: mypy --strict"
-"$BIN/mypy" --strict hap demo_worker.py bench/bench_resolve.py
+"$BIN/mypy" --strict hap demo_worker.py bench/bench_resolve.py bench/bench_loop_stall.py \
+    hermes_plugin/hap_oauth_hermes
 
 echo "== python binding: pytest"
 # The pytest script (not `python -m`) keeps this folder off sys.path: tests import the
 # installed package.
 "$BIN/pytest" -q -p no:cacheprovider tests
+
+echo "== hermes agent plugin: real hermes-agent 0.19.0 processes (hermes_plugin/ci.sh)"
+bash "$HERE/hermes_plugin/ci.sh"

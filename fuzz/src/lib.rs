@@ -787,7 +787,14 @@ fn check_answer(
     match result {
         Ok(t) => {
             assert!(!t.access.is_empty());
-            assert!(t.expires_in_s > 0);
+            // Clamped to a year (oauth.rs MAX_EXPIRES_IN_S, issue 10 item 4); no control
+            // character in a token (item 18).
+            assert!(t.expires_in_s > 0 && t.expires_in_s <= 365 * 24 * 3600);
+            assert!(!t.access.expose().chars().any(char::is_control));
+            assert!(!t
+                .refresh
+                .as_ref()
+                .is_some_and(|r| r.expose().chars().any(char::is_control)));
             assert_secret_hidden(&t.access);
             if let Some(r) = &t.refresh {
                 assert_secret_hidden(r);
@@ -802,17 +809,15 @@ fn check_answer(
             assert!(hap::policy::is_terminal_reason(&code), "{code:?}");
             assert!(!code.contains(SENT_REFRESH));
         }
-        Err(RefreshError::Transient { why, .. }) => {
+        Err(RefreshError::Transient { why, .. }) | Err(RefreshError::Unanswered { why }) => {
             if status == Some(200) {
-                if let Some(a) = json
-                    .as_ref()
-                    .and_then(|j| j.get("access_token"))
-                    .and_then(Value::as_str)
-                {
-                    assert!(
-                        a.is_empty(),
-                        "a 200 with an access_token was refused: {why}"
-                    );
+                // A token holding a control character is a malformed answer (issue 10,
+                // item 18): refused, like a body without an access_token.
+                let token = |k: &str| json.as_ref().and_then(|j| j.get(k)).and_then(Value::as_str);
+                let clean = |t: &str| !t.chars().any(char::is_control);
+                let access_ok = token("access_token").is_some_and(|a| !a.is_empty() && clean(a));
+                if access_ok && token("refresh_token").is_none_or(clean) {
+                    panic!("a 200 with a usable access_token was refused: {why}");
                 }
             }
             // The OAuth `error` code is repeated in the text when it is a plain identifier.

@@ -24,7 +24,7 @@ Exit codes:
    0  success (doctor: no error found)
    1  doctor found at least one error; or output could not be written
    2  usage error: unknown option, missing or malformed argument
-  11  HAP_STATUS_INVALID_ARGUMENT   bad --config file or config value
+  11  HAP_STATUS_INVALID_ARGUMENT   bad --config or HAP_CONFIG file, or config value
   12  HAP_STATUS_NO_CREDENTIAL      nothing usable now (retry_at_ms says when)
   13  HAP_STATUS_REAUTH_REQUIRED    the grant was refused: log in again
   14  HAP_STATUS_UNAVAILABLE        token endpoint failing; retry later
@@ -56,7 +56,8 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct Global {
-    /// JSON file with hap_pool_open config keys (ABI.md); the options below override it.
+    /// JSON file with hap_pool_open config keys (docs/ABI.md), over $HAP_CONFIG's; the
+    /// options below override it.
     #[arg(long, value_name = "FILE.json", global = true)]
     config: Option<PathBuf>,
     /// The credential pool file [default: $HERMES_HOME/auth.json, else ~/.hermes/auth.json].
@@ -176,8 +177,12 @@ enum Command {
 
 fn parse_reset_at_s(text: &str) -> Result<f64, String> {
     if let Some(rel) = text.trim().strip_prefix('+') {
-        let ms = parse_duration_ms(rel)?;
-        return Ok((hap::clock::now_ms() + ms as i64) as f64 / 1000.0);
+        // Checked: `+99999999999999d` wrapped to a time before 1970.
+        let at = i64::try_from(parse_duration_ms(rel)?)
+            .ok()
+            .and_then(|ms| hap::clock::now_ms().checked_add(ms))
+            .ok_or_else(|| format!("'{text}' is too far ahead"))?;
+        return Ok(at as f64 / 1000.0);
     }
     hap::policy::parse_reset_at_s(&Value::String(text.to_string()))
         .ok_or_else(|| format!("'{text}' is not epoch seconds, epoch ms, ISO-8601 or +DURATION"))
@@ -264,7 +269,7 @@ fn load_config(g: &Global) -> Result<Config, Error> {
     if let Some(ms) = g.lock_timeout {
         map.insert("lock_timeout_ms".into(), ms.into());
     }
-    Config::from_map(&map)
+    Config::from_map_layered(&map)
 }
 
 fn print_error(e: &Error, json: bool) -> ExitCode {
@@ -306,6 +311,9 @@ struct TokenOut<'a> {
 fn token(cfg: Config, req: ResolveRequest, json: bool) -> Result<ExitCode, Error> {
     let pool = Pool::open(cfg)?;
     let t = pool.resolve(&req)?;
+    // A one-shot process has no later call to save a refreshed pair that no file took (a
+    // full disk): it fails loudly, naming the paths, instead of exiting with it in memory.
+    pool.save_unsaved()?;
     // Built straight into a buffer that is zeroed when dropped: the token is copied once.
     let mut line = zeroize::Zeroizing::new(if json {
         serde_json::to_string(&TokenOut {
@@ -330,6 +338,14 @@ fn token(cfg: Config, req: ResolveRequest, json: bool) -> Result<ExitCode, Error
 fn report(cfg: Config, f: Failure, json: bool) -> Result<ExitCode, Error> {
     let pool = Pool::open(cfg)?;
     let o = pool.report_failure(&f)?;
+    if pool.config().pool_path.is_none() {
+        // No pool file (--no-pool, or no Hermes directory): the verdict lives in this
+        // process's memory and ends with it.
+        eprintln!(
+            "hap: note: no pool file, so no other process sees this verdict (it ends with this \
+             process); `hap doctor` explains"
+        );
+    }
     if json {
         outln(&o.to_json().to_string());
         return Ok(ExitCode::SUCCESS);

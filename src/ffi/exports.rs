@@ -1,5 +1,5 @@
 //! The nine exported functions of ABI 0.1. Names, signatures and statuses are fixed by
-//! ABI.md; keep this file and that page in step.
+//! docs/ABI.md; keep this file and that page in step.
 
 use super::{boundary, hap_pool, hap_status, into_handle, opt_str};
 use crate::error::{Error, Status};
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn hap_pool_open(
     status
 }
 
-/// Returns a valid access token as JSON (see ABI.md) in `*result_json_out`. May block for
+/// Returns a valid access token as JSON (see docs/ABI.md) in `*result_json_out`. May block for
 /// a lock wait and a refresh. `request_json` may be NULL.
 ///
 /// # Safety

@@ -36,7 +36,7 @@ class ReauthRequiredError extends HapError {}
 class UnavailableError extends HapError {}
 class LockTimeoutError extends HapError {}
 class StoreCorruptError extends HapError {}
-class StoreIoError extends HapError {}
+class IoError extends HapError {}
 class UnknownCredentialError extends HapError {}
 class InternalError extends HapError {}
 
@@ -48,7 +48,7 @@ for (const Cls of [
   UnavailableError,
   LockTimeoutError,
   StoreCorruptError,
-  StoreIoError,
+  IoError,
   UnknownCredentialError,
   InternalError,
 ]) {
@@ -63,7 +63,7 @@ const CLASS_BY_STATUS = new Map([
   [Status.UNAVAILABLE, UnavailableError],
   [Status.LOCK_TIMEOUT, LockTimeoutError],
   [Status.STORE_CORRUPT, StoreCorruptError],
-  [Status.IO, StoreIoError],
+  [Status.IO, IoError],
   [Status.UNKNOWN_CREDENTIAL, UnknownCredentialError],
   [Status.INTERNAL, InternalError],
 ]);
@@ -73,7 +73,7 @@ const NAME_BY_STATUS = new Map(Object.entries(Status).map(([k, v]) => [v, `HAP_S
 // Build the error for a non-zero status from libhap's error JSON (which may be
 // null when the caller passed no error_out, or unparsable if something is badly
 // wrong). Any status this package does not know is a generic HapError, as
-// ABI.md asks.
+// docs/ABI.md asks.
 function errorFromStatus(status, errorJson) {
   let detail = {};
   if (errorJson) {
@@ -118,7 +118,9 @@ module.exports = {
   UnavailableError,
   LockTimeoutError,
   StoreCorruptError,
-  StoreIoError,
+  IoError,
+  /** @deprecated The same class as IoError (docs/GLOSSARY.md); kept for existing code. */
+  StoreIoError: IoError,
   UnknownCredentialError,
   InternalError,
   PoolClosedError,

@@ -25,7 +25,7 @@ function requireKoffi() {
   return koffiModule;
 }
 
-// The ABI this package was written against (ABI.md). Same major, minor at least this.
+// The ABI this package was written against (docs/ABI.md). Same major, minor at least this.
 const ABI_MAJOR = 0;
 const ABI_MINOR = 1;
 

@@ -110,6 +110,7 @@ test('ESM import (named and default) and CJS require of the package name both wo
     assert.match(out.version, /^hap /);
     assert.equal(out.sameAsDefault, true);
     assert.deepEqual(out.missingNamedExports, [], 'index.mjs re-exports everything index.js does');
+    assert.equal(out.isToken, true);
     assert.equal(out.isTokenResult, true);
     assert.equal(out.refreshed, false);
     assert.equal(out.unknownCredential, 'HAP_STATUS_UNKNOWN_CREDENTIAL');

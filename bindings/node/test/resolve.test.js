@@ -26,7 +26,8 @@ test('a valid token in the credentials file is returned as is, with no POST', as
   const pool = new hap.Pool(scene.config);
   try {
     const token = await pool.resolveToken();
-    assert.ok(token instanceof hap.TokenResult);
+    assert.ok(token instanceof hap.Token);
+    assert.ok(token instanceof hap.TokenResult, 'the deprecated name still works');
     assert.equal(token.accessToken, FIXTURE_ACCESS);
     assert.equal(token.refreshed, false);
     assert.equal(token.source, 'claude_code');

@@ -195,7 +195,7 @@ test('every status value has its class; INTERNAL and unknown values map too', ()
     [4, hap.UnavailableError],
     [5, hap.LockTimeoutError],
     [6, hap.StoreCorruptError],
-    [7, hap.StoreIoError],
+    [7, hap.IoError],
     [8, hap.UnknownCredentialError],
     [100, hap.InternalError],
   ];
@@ -221,4 +221,13 @@ test('every status value has its class; INTERNAL and unknown values map too', ()
   assert.equal(unknown.constructor, hap.HapError);
   assert.equal(unknown.code, 'HAP_STATUS_NEW_THING');
   assert.equal(hap._errorFromStatus(43, 'garbage').code, 'HAP_STATUS_UNKNOWN');
+});
+
+test('deprecated names are the very same classes as the aligned ones (docs/GLOSSARY.md)', () => {
+  assert.equal(hap.StoreIoError, hap.IoError);
+  assert.equal(hap.IoError.name, 'IoError');
+  assert.equal(hap.TokenResult, hap.Token);
+  assert.equal(hap.Token.name, 'Token');
+  const err = hap._errorFromStatus(7, null);
+  assert.ok(err instanceof hap.StoreIoError && err instanceof hap.IoError);
 });

@@ -2,16 +2,21 @@
 
 | status | class | also a |
 |---|---|---|
-| 1 INVALID_ARGUMENT | InvalidArgument | ValueError |
-| 2 NO_CREDENTIAL | NoCredential | LookupError |
-| 3 REAUTH_REQUIRED | ReauthRequired | (none: a person must log in again) |
-| 4 UNAVAILABLE | Unavailable | ConnectionError (so OSError) |
-| 5 LOCK_TIMEOUT | LockTimeout | TimeoutError (so OSError) |
-| 6 STORE_CORRUPT | StoreCorrupt | ValueError (as json.JSONDecodeError is) |
+| 1 INVALID_ARGUMENT | InvalidArgumentError | ValueError |
+| 2 NO_CREDENTIAL | NoCredentialError | LookupError |
+| 3 REAUTH_REQUIRED | ReauthRequiredError | (none: a person must log in again) |
+| 4 UNAVAILABLE | UnavailableError | ConnectionError (so OSError) |
+| 5 LOCK_TIMEOUT | LockTimeoutError | TimeoutError (so OSError) |
+| 6 STORE_CORRUPT | StoreCorruptError | ValueError (as json.JSONDecodeError is) |
 | 7 IO | IoError | OSError |
-| 8 UNKNOWN_CREDENTIAL | UnknownCredential | KeyError (so LookupError) |
+| 8 UNKNOWN_CREDENTIAL | UnknownCredentialError | KeyError (so LookupError) |
 | 100 INTERNAL | InternalError | RuntimeError |
 | any other | HapError | |
+
+The names end in ``Error`` as in the Node binding (docs/GLOSSARY.md). The names without the
+suffix (``InvalidArgument``, ``NoCredential``, ``ReauthRequired``, ``Unavailable``,
+``LockTimeout``, ``StoreCorrupt``, ``UnknownCredential``) are deprecated aliases of the same
+classes: ``except NoCredential`` keeps working.
 """
 
 from __future__ import annotations
@@ -64,37 +69,37 @@ class HapError(Exception):
         return (self.__class__, (self.message,), self.__dict__)
 
 
-class InvalidArgument(HapError, ValueError):
+class InvalidArgumentError(HapError, ValueError):
     """Bad config or request: unknown or ill-typed key, relative path, non-loopback http URL."""
 
     STATUS = 1
 
 
-class NoCredential(HapError, LookupError):
+class NoCredentialError(HapError, LookupError):
     """Nothing usable right now; ``retry_at_ms`` says when one comes back by itself, if ever."""
 
     STATUS = 2
 
 
-class ReauthRequired(HapError):
+class ReauthRequiredError(HapError):
     """The grant was rejected for good: a person must log in again. Nothing was blanked."""
 
     STATUS = 3
 
 
-class Unavailable(HapError, ConnectionError):
+class UnavailableError(HapError, ConnectionError):
     """The token endpoint failed transiently and no valid token is left; see ``retry_at_ms``."""
 
     STATUS = 4
 
 
-class LockTimeout(HapError, TimeoutError):
+class LockTimeoutError(HapError, TimeoutError):
     """Another process held a store lock past ``lock_timeout_ms``."""
 
     STATUS = 5
 
 
-class StoreCorrupt(HapError, ValueError):
+class StoreCorruptError(HapError, ValueError):
     """A store file (``path``) cannot be parsed; it was left byte-for-byte unchanged."""
 
     STATUS = 6
@@ -106,7 +111,7 @@ class IoError(HapError, OSError):
     STATUS = 7
 
 
-class UnknownCredential(HapError, KeyError):
+class UnknownCredentialError(HapError, KeyError):
     """``resolve_token`` or ``report_failure`` named a ``credential_id`` the pool lacks."""
 
     STATUS = 8
@@ -117,6 +122,15 @@ class InternalError(HapError, RuntimeError):
 
     STATUS = 100
 
+
+# Deprecated aliases: the names before they were aligned with the other bindings.
+InvalidArgument = InvalidArgumentError
+NoCredential = NoCredentialError
+ReauthRequired = ReauthRequiredError
+Unavailable = UnavailableError
+LockTimeout = LockTimeoutError
+StoreCorrupt = StoreCorruptError
+UnknownCredential = UnknownCredentialError
 
 _NAMES = {
     0: "HAP_STATUS_OK",
@@ -135,14 +149,14 @@ _NAMES = {
 STATUS_CLASSES: dict[int, type[HapError]] = {
     cls.STATUS: cls
     for cls in (
-        InvalidArgument,
-        NoCredential,
-        ReauthRequired,
-        Unavailable,
-        LockTimeout,
-        StoreCorrupt,
+        InvalidArgumentError,
+        NoCredentialError,
+        ReauthRequiredError,
+        UnavailableError,
+        LockTimeoutError,
+        StoreCorruptError,
         IoError,
-        UnknownCredential,
+        UnknownCredentialError,
         InternalError,
     )
     if cls.STATUS is not None

@@ -1,4 +1,4 @@
-"""The raw layer: libhap's C ABI (include/hap.h, ABI.md) declared for ctypes, and nothing more.
+"""The raw layer: libhap's C ABI (include/hap.h, docs/ABI.md) declared for ctypes, and nothing more.
 
 Every exported function has its ``argtypes``/``restype`` in ``SIGNATURES`` (a test fails when the
 header declares a function missing here). The library is loaded with ``ctypes.CDLL``, never

@@ -154,3 +154,62 @@ def valid(home: Home) -> Home:
     """Credentials valid for hours: resolves need no POST."""
     home.write_credentials(expires_at_ms=now_ms() + 5 * HOUR_MS)
     return home
+
+
+FAKE_MESSAGES_API = REPO_ROOT / "testing" / "fake_messages_api.py"
+
+
+class MessagesApi:
+    """testing/fake_messages_api.py: a real HTTP server standing in for api.anthropic.com."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.base + path, data=data, method="GET" if data is None else "POST"
+        )
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def log(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("/_admin/stats")["log"]
+        return result
+
+    def script(self, *answers: dict[str, Any]) -> None:
+        self._request("/_admin/script", {"answers": list(answers)})
+
+    def reset(self) -> None:
+        self._request("/_admin/reset", {})
+
+
+@pytest.fixture(scope="session")
+def _messages_api_process() -> Iterator[MessagesApi]:
+    proc = subprocess.Popen(
+        [sys.executable, str(FAKE_MESSAGES_API), "--exit-on-stdin-eof"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    base = proc.stdout.readline().strip()
+    assert base.startswith("http://127.0.0.1:"), base
+    try:
+        yield MessagesApi(base)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def messages_api(_messages_api_process: MessagesApi) -> MessagesApi:
+    """The fake Messages API with an empty log and script."""
+    _messages_api_process.reset()
+    return _messages_api_process

@@ -83,18 +83,46 @@ fn age_ms(m: &fs::Metadata) -> Option<i64> {
     )
 }
 
-/// Reads a store's bytes and parses them as JSON; the bytes are zeroed when dropped.
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
-    match fs::read(path) {
-        Ok(bytes) => {
+/// Why a store's JSON could not be had.
+enum Unreadable {
+    /// The library refused to read it (not a regular file, too large, ...): its message.
+    Io(String),
+    /// The bytes are not JSON: serde_json's message.
+    NotJson(String),
+}
+
+/// Reads a store's bytes and parses them as JSON; the bytes are zeroed when dropped. Read as
+/// the library reads stores: a FIFO there must not hang doctor, a huge file is not loaded.
+fn read_json(path: &Path) -> Result<Option<Value>, Unreadable> {
+    match hap::fsio::read_with_stamp(path) {
+        Ok(Some((bytes, _))) => {
             let bytes = zeroize::Zeroizing::new(bytes);
             // serde_json's syntax errors give positions, never the text around them.
             serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| e.to_string())
+                .map_err(|e| Unreadable::NotJson(e.to_string()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Unreadable::Io(e.message)),
+    }
+}
+
+/// Whether this user may write `path` (`access(2)`, real ids: the CLI runs with its own).
+/// Root passes every mode check; a read-only file system still fails it.
+fn may_write(path: &Path, dir: bool) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mode = if dir {
+        libc::W_OK | libc::X_OK
+    } else {
+        libc::W_OK
+    };
+    // SAFETY: a NUL-terminated path that lives across the call.
+    if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -122,6 +150,13 @@ impl Doctor<'_> {
     }
     fn error(&mut self, check: &'static str, what: impl Into<String>, fix: impl Into<String>) {
         self.add(Level::Error, check, what.into(), Some(fix.into()));
+    }
+
+    fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.level == Level::Error)
+            .count()
     }
 
     fn clock(&mut self) {
@@ -191,7 +226,7 @@ impl Doctor<'_> {
             );
             return false;
         }
-        if at - self.now > MAX_PLAUSIBLE_LIFETIME_MS {
+        if at.saturating_sub(self.now) > MAX_PLAUSIBLE_LIFETIME_MS {
             self.warn(
                 "clock",
                 format!(
@@ -209,7 +244,7 @@ impl Doctor<'_> {
                     "expiry",
                     format!(
                         "{what}: the access token expired {} ago",
-                        human_ms(self.now - at)
+                        human_ms(self.now.saturating_sub(at))
                     ),
                     "nothing is broken: the next `hap token` refreshes it (or run it now)",
                 );
@@ -218,7 +253,7 @@ impl Doctor<'_> {
                     "expiry",
                     format!(
                         "{what}: the access token expired {} ago and there is no refresh token",
-                        human_ms(self.now - at)
+                        human_ms(self.now.saturating_sub(at))
                     ),
                     "log in again with Claude Code (`claude`, then /login)",
                 );
@@ -226,6 +261,50 @@ impl Doctor<'_> {
             return false;
         }
         true
+    }
+
+    /// Every write to a store happens in its directory (temp file + rename, the journal,
+    /// the lock files): that directory, the store and its lock file must be writable. A
+    /// read-only `~/.hermes` made every `hap token` fail with "cannot open lock file" while
+    /// doctor reported 0 errors (issue 10).
+    fn writable(&mut self, check: &'static str, store: &Path, lock: &Path, fails: &str) {
+        let target = hap::fsio::write_target(store).unwrap_or_else(|_| store.to_path_buf());
+        // The directory hap writes in, or the nearest ancestor it would be created in.
+        let Some(dir) = target
+            .ancestors()
+            .skip(1)
+            .find(|d| fs::symlink_metadata(d).is_ok())
+        else {
+            return;
+        };
+        let mut problems: Vec<(PathBuf, std::io::Error, bool)> = Vec::new();
+        if let Err(e) = may_write(dir, true) {
+            problems.push((dir.to_path_buf(), e, true));
+        }
+        for f in [target.as_path(), lock] {
+            if fs::metadata(f).is_ok_and(|m| m.is_file()) {
+                if let Err(e) = may_write(f, false) {
+                    problems.push((f.to_path_buf(), e, false));
+                }
+            }
+        }
+        for (p, e, is_dir) in problems {
+            let mode = if is_dir { "u+rwx" } else { "u+rw" };
+            self.error(
+                check,
+                format!("hap cannot write {} ({e}): {fails}", p.display()),
+                format!(
+                    "chmod {mode} {0} if it is yours (ls -ld {0}), else ask its owner or root: \
+                     sudo chown \"$(id -un)\" {0}{1}",
+                    sh(&p),
+                    if check == "pool" {
+                        "; or run from Claude Code's login alone with --no-pool (config pool_path: null)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
     }
 
     fn credentials(&mut self) {
@@ -258,12 +337,25 @@ impl Doctor<'_> {
         };
         if link.file_type().is_symlink() {
             match fs::canonicalize(&path) {
-                Ok(target) => self.info(
+                // hap locks and journals the target, so both spellings share one refresh;
+                // Claude Code does not: its first refresh replaces the link with a regular
+                // file, and from then on the target is a stale copy.
+                Ok(target) => self.warn(
                     "credentials",
                     format!(
-                        "{} is a symlink to {}: supported (hap replaces the target and keeps the link)",
+                        "{} is a symlink to {}: hap keeps the link, but Claude Code replaces it \
+                         with a regular file on its first refresh, stranding every process \
+                         configured with {} on a login that is no longer refreshed",
                         path.display(),
+                        target.display(),
                         target.display()
+                    ),
+                    format!(
+                        "configure every process with {} (never the target), or make it a \
+                         regular file: cp --remove-destination {} {}",
+                        sh(&path),
+                        sh(&target),
+                        sh(&path)
                     ),
                 ),
                 Err(e) => {
@@ -288,6 +380,13 @@ impl Doctor<'_> {
             _ => {}
         }
         self.permissions(&path, "credentials file");
+        let lock = CredentialsFile::new(path.clone()).lock_path();
+        self.writable(
+            "credentials",
+            &path,
+            &lock,
+            "a refreshed token cannot be saved and every refresh fails with HAP_STATUS_IO",
+        );
         let read = match CredentialsFile::new(path.clone()).read() {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -363,19 +462,44 @@ impl Doctor<'_> {
     }
 
     fn pool(&mut self) {
+        const MEMORY_ONLY: &str = "401/429 verdicts then live only in the memory of the process \
+            that got them: other processes keep using a benched credential";
         let Some(path) = self.cfg.pool_path.clone() else {
-            self.info("pool", "no pool file configured (--no-pool)");
+            self.info(
+                "pool",
+                format!("no pool file configured (--no-pool): {MEMORY_ONLY}"),
+            );
             return;
         };
+        if hap::pool::default_pool_without_hermes(self.cfg) {
+            let dir = path.parent().unwrap_or(&path);
+            self.info(
+                "pool",
+                format!(
+                    "no Hermes directory ({}): hap works from Claude Code's login alone and \
+                     creates nothing there; {MEMORY_ONLY} (to share them: mkdir -m 700 {})",
+                    dir.display(),
+                    sh(dir)
+                ),
+            );
+            return;
+        }
+        let lock = Config::pool_lock_path(&path);
+        const POOL_FAILS: &str = "every `hap token` that adopts the login, records a \
+            401/429 or refreshes a pool row fails with HAP_STATUS_IO";
         match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.ok(
-                    "pool",
-                    format!(
-                        "{} does not exist yet: hap creates it (0600, directories 0700) on its first write",
-                        path.display()
-                    ),
-                );
+                let errors = self.errors();
+                self.writable("pool", &path, &lock, POOL_FAILS);
+                if self.errors() == errors {
+                    self.ok(
+                        "pool",
+                        format!(
+                            "{} does not exist yet: hap creates it (0600, directories 0700) on its first write",
+                            path.display()
+                        ),
+                    );
+                }
                 return;
             }
             Err(e) => {
@@ -396,6 +520,7 @@ impl Doctor<'_> {
             Ok(_) => {}
         }
         self.permissions(&path, "pool file");
+        self.writable("pool", &path, &lock, POOL_FAILS);
         let root = match read_json(&path) {
             Ok(Some(Value::Object(root))) => root,
             Ok(Some(_)) => {
@@ -407,7 +532,15 @@ impl Doctor<'_> {
                 return;
             }
             Ok(None) => return,
-            Err(e) => {
+            Err(Unreadable::Io(e)) => {
+                self.error(
+                    "pool",
+                    e,
+                    "fix what the message names; hap reads only regular files of at most 16 MiB",
+                );
+                return;
+            }
+            Err(Unreadable::NotJson(e)) => {
                 self.error(
                     "pool",
                     format!("{} cannot be parsed ({e})", path.display()),
@@ -681,7 +814,9 @@ impl Doctor<'_> {
             .collect();
         let live = self.store_refresh_fingerprints();
         for store in stores {
-            let j = Journal::for_store(&store);
+            // hap keys the journal on the file a symlinked store resolves to.
+            let real = hap::fsio::write_target(&store).unwrap_or_else(|_| store.clone());
+            let j = Journal::for_store(&real);
             let jp = j.path().to_path_buf();
             if fs::symlink_metadata(&jp).is_err() {
                 continue;
@@ -853,13 +988,22 @@ impl Doctor<'_> {
             return;
         }
         let age = age_ms(&m).unwrap_or(0);
+        // Stale but beyond rmdir: hap and Claude Code wait on it until their deadline.
+        let not_empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+        if age > STALE_LOCK_MS && not_empty {
+            self.error(
+                "locks",
+                format!(
+                    "{} is stale but not empty: neither hap nor Claude Code can remove it, so \
+                     every refresh times out (HAP_STATUS_LOCK_TIMEOUT)",
+                    dir.display()
+                ),
+                format!("rm -r {}", sh(dir)),
+            );
+            return;
+        }
         // hap leaves `<dir>.hap-owner` ("pid inode ctime") beside a lock it holds.
-        let mut owner_name = dir.file_name().unwrap_or_default().to_os_string();
-        owner_name.push(".hap-owner");
-        let owner_pid = fs::read_to_string(dir.with_file_name(owner_name))
-            .ok()
-            .and_then(|t| t.split_whitespace().next()?.parse::<i32>().ok())
-            .filter(|p| *p > 0);
+        let owner_pid = hap::lock::owner_pid(dir);
         if let Some(pid) = owner_pid.filter(|p| !pid_alive(*p)) {
             self.warn(
                 "locks",
@@ -945,7 +1089,17 @@ impl Doctor<'_> {
             let adoptable = self.creds_pair.is_some()
                 && self.cfg.pool_path.is_some()
                 && self.cfg.adopt_external_logins;
-            if adoptable {
+            let pool_broken = self
+                .findings
+                .iter()
+                .any(|f| f.check == "pool" && f.level == Level::Error);
+            if adoptable && pool_broken {
+                self.info(
+                    "usable",
+                    "the Claude Code login is adopted into the pool at the first `hap token` \
+                     once the pool error above is fixed; until then `hap token` fails",
+                );
+            } else if adoptable {
                 self.ok(
                     "usable",
                     "the Claude Code login is adopted into the pool at the first `hap token`",
@@ -1063,7 +1217,7 @@ impl Doctor<'_> {
                         if let Some(server_ms) = r.header("date").and_then(parse_http_date_ms) {
                             clock_checked = true;
                             // The Date header has 1 s resolution and was sent mid-request.
-                            let skew = self.now - server_ms;
+                            let skew = self.now.saturating_sub(server_ms);
                             if skew.abs() > SKEW_WARN_MS {
                                 self.warn(
                                     "clock",

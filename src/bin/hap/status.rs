@@ -72,16 +72,19 @@ fn row_cells(c: &Value, skew_ms: i64, now: i64) -> Vec<Cell> {
     let expires = match (has_token, c["expires_at_ms"].as_i64()) {
         (false, _) => cell("-", Tone::Plain),
         (true, None) => cell("never", Tone::Plain),
-        (true, Some(at)) if at <= now => {
-            cell(format!("expired {} ago", human_ms(now - at)), Tone::Warn)
+        (true, Some(at)) if at <= now => cell(
+            format!("expired {} ago", human_ms(now.saturating_sub(at))),
+            Tone::Warn,
+        ),
+        (true, Some(at)) if at.saturating_sub(now) <= skew_ms => {
+            cell(human_ms(at.saturating_sub(now)), Tone::Warn)
         }
-        (true, Some(at)) if at - now <= skew_ms => cell(human_ms(at - now), Tone::Warn),
-        (true, Some(at)) => cell(human_ms(at - now), Tone::Plain),
+        (true, Some(at)) => cell(human_ms(at.saturating_sub(now)), Tone::Plain),
     };
     let available = if c["available"].as_bool() == Some(true) {
         cell("now", Tone::Good)
     } else if let Some(at) = c["available_at_ms"].as_i64() {
-        cell(human_ms(at - now), Tone::Warn)
+        cell(human_ms(at.saturating_sub(now)), Tone::Warn)
     } else if last == Some("dead") {
         cell("never (log in again)", Tone::Bad)
     } else {

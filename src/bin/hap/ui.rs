@@ -90,9 +90,9 @@ pub fn instant(ms: i64) -> String {
 /// `in 12m` / `3m ago` relative to `now`.
 pub fn relative(ms: i64, now: i64) -> String {
     if ms >= now {
-        format!("in {}", human_ms(ms - now))
+        format!("in {}", human_ms(ms.saturating_sub(now)))
     } else {
-        format!("{} ago", human_ms(now - ms))
+        format!("{} ago", human_ms(now.saturating_sub(ms)))
     }
 }
 

@@ -33,7 +33,7 @@ type failure struct {
 	Message string `json:"message"`
 }
 
-// Run reads HAP_DEMO_CONFIG (the pool config JSON of ABI.md) and the optional
+// Run reads HAP_DEMO_CONFIG (the pool config JSON of docs/ABI.md) and the optional
 // HAP_DEMO_START_AT_MS (epoch ms to sleep until, so many workers resolve at
 // once) through getenv, resolves once, writes one JSON line to stdout and
 // returns the exit code (0 or 1).

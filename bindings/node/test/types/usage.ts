@@ -2,7 +2,10 @@
 // ordinary use and reject misuse (@ts-expect-error lines fail if they compile).
 import {
   Pool,
+  Token,
   TokenResult,
+  IoError,
+  StoreIoError,
   HapError,
   NoCredentialError,
   ReauthRequiredError,
@@ -13,6 +16,11 @@ import {
   abiVersion,
   type PoolStatus,
   type ReportResult,
+  type Failure,
+  type FailureReport,
+  type FailureResult,
+  type CredentialState,
+  type CredentialStatus,
 } from 'hap-oauth';
 
 async function main(): Promise<void> {
@@ -28,19 +36,28 @@ async function main(): Promise<void> {
   new Pool().close();
   new Pool('{"pool_path": null}').close();
 
-  const token: TokenResult = await pool.resolveToken({ minValidityMs: 60_000, forceRefresh: false });
+  const token: Token = await pool.resolveToken({ minValidityMs: 60_000, forceRefresh: false });
+  // The deprecated names are the same class and types (docs/GLOSSARY.md).
+  const old: TokenResult = token;
+  const sameClass: typeof Token = TokenResult;
+  const sameError: typeof IoError = StoreIoError;
   const header: string = `Bearer ${token.accessToken}`;
   const expires: number | null = token.expiresAtMs;
   const refreshed: boolean = token.refreshed;
   const sync = pool.resolveTokenSync({ credentialId: token.credentialId });
   const json: { credentialId: string; refreshed: boolean } = sync.toJSON();
 
-  const report: ReportResult = await pool.reportFailure({
+  const failure: Failure = {
     credentialId: token.credentialId,
     statusCode: 429,
     reason: 'rate_limit_error',
     resetAt: new Date(),
-  });
+  };
+  const report: FailureResult = await pool.reportFailure(failure);
+  const oldFailure: FailureReport = failure;
+  const oldReport: ReportResult = report;
+  const state: CredentialState = report.lastStatus;
+  const oldState: CredentialStatus = state;
   if (report.lastStatus === 'exhausted' && report.availableAtMs !== null) {
     const wait: number = report.availableAtMs - Date.now();
     void wait;
@@ -49,11 +66,14 @@ async function main(): Promise<void> {
 
   const status: PoolStatus = pool.status();
   const posts: number = status.counters.refreshPosts;
+  const recoveries: number = status.counters.journalRecoveries + status.counters.storeReads + status.counters.storeWrites;
   for (const c of status.credentials) {
     const id: string = c.credentialId;
     const available: boolean = c.available;
+    const hasToken: boolean = c.hasToken;
     void id;
     void available;
+    void hasToken;
   }
 
   try {
@@ -85,6 +105,8 @@ async function main(): Promise<void> {
   token.accessToken = 'x';
   // @ts-expect-error TokenResult is built by the Pool only
   new TokenResult();
+  // @ts-expect-error Token is built by the Pool only
+  new Token();
   // @ts-expect-error statusCode is required
   await pool.reportFailure({ credentialId: 'abc123' });
   // @ts-expect-error unknown resolve option
@@ -94,7 +116,8 @@ async function main(): Promise<void> {
   // @ts-expect-error status() is synchronous
   await pool.status().then(() => 0);
 
-  void [header, expires, refreshed, json, posts, ok, v, major, closed];
+  void [header, expires, refreshed, json, posts, recoveries, ok, v, major, closed];
+  void [old, sameClass, sameError, oldFailure, oldReport, oldState];
 }
 
 void main;
