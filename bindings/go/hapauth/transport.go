@@ -22,6 +22,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -260,6 +261,10 @@ func (e *ReportError) Error() string {
 
 func (e *ReportError) Unwrap() error { return e.Err }
 
+// maxRetryAfter is the longest retry_after_s libhap accepts (a year); a longer
+// Retry-After is clamped to it rather than fail the whole report.
+const maxRetryAfter = 31_536_000 * time.Second
+
 // retryAfter reads Retry-After: delta-seconds or an HTTP date.
 func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
@@ -267,28 +272,32 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		if s < 0 || s > 1e9 {
+		if s < 0 || math.IsNaN(s) {
 			return 0, false
+		}
+		if s >= maxRetryAfter.Seconds() {
+			return maxRetryAfter, true
 		}
 		return time.Duration(s * float64(time.Second)), true
 	}
 	if at, err := http.ParseTime(v); err == nil {
-		return max(0, at.Sub(now)), true
+		return min(max(0, at.Sub(now)), maxRetryAfter), true
 	}
 	return 0, false
 }
 
 // unifiedReset reads anthropic-ratelimit-unified-reset: epoch seconds (or an
-// RFC 3339 time, as the other anthropic-ratelimit-*-reset headers are).
+// RFC 3339 time, as the other anthropic-ratelimit-*-reset headers are). libhap
+// takes a reset_at up to the year 9999; later values are dropped.
 func unifiedReset(v string) (time.Time, bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return time.Time{}, false
 	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 && s < 1e11 {
+	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 && s < 253402300800 {
 		return time.UnixMilli(int64(s * 1000)), true
 	}
-	if at, err := time.Parse(time.RFC3339, v); err == nil {
+	if at, err := time.Parse(time.RFC3339, v); err == nil && at.Unix() > 0 {
 		return at, true
 	}
 	return time.Time{}, false

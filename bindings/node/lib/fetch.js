@@ -71,28 +71,30 @@ function mergeBeta(headers) {
 
 // Retry-After: delta-seconds or an HTTP date. Anthropic's unified limit reset
 // (anthropic-ratelimit-unified-reset) comes as epoch seconds. Only values that
-// parse are passed on: libhap rejects a reset it cannot read.
+// libhap accepts are passed on (it rejects the whole report otherwise):
+// retry_after_s at most a year (clamped), reset_at before the year 10000.
+const MAX_RETRY_AFTER_S = 31_536_000;
+const MAX_RESET_MS = Date.UTC(10000, 0, 1) - 1;
+
 function rateLimitInfo(res) {
   const info = {};
   const retryAfter = res.headers.get('retry-after');
   if (retryAfter !== null) {
     const s = Number(retryAfter.trim());
     if (retryAfter.trim() !== '' && Number.isFinite(s) && s >= 0) {
-      info.retryAfterS = s;
+      info.retryAfterS = Math.min(s, MAX_RETRY_AFTER_S);
     } else {
       const at = Date.parse(retryAfter);
-      if (Number.isFinite(at)) info.retryAfterS = Math.max(0, Math.ceil((at - Date.now()) / 1000));
+      if (Number.isFinite(at)) info.retryAfterS = Math.min(Math.max(0, Math.ceil((at - Date.now()) / 1000)), MAX_RETRY_AFTER_S);
     }
   }
   const reset = res.headers.get('anthropic-ratelimit-unified-reset');
   if (reset !== null) {
     const n = Number(reset.trim());
-    if (reset.trim() !== '' && Number.isFinite(n) && n > 0) {
-      info.resetAt = n; // epoch s (libhap also reads epoch ms)
-    } else {
-      const at = Date.parse(reset);
-      if (Number.isFinite(at) && at > 0) info.resetAt = at;
-    }
+    let ms;
+    if (reset.trim() !== '' && Number.isFinite(n)) ms = n > 1e12 ? n : n * 1000; // epoch s (or ms)
+    else ms = Date.parse(reset);
+    if (ms > 0 && ms <= MAX_RESET_MS) info.resetAt = Math.round(ms); // epoch ms: libhap reads > 1e12 as ms
   }
   return info;
 }

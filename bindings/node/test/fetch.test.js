@@ -146,6 +146,40 @@ test("a 429's anthropic-ratelimit-unified-reset reaches the pool as the credenti
   });
 });
 
+test('a Retry-After beyond what libhap takes (a year) is clamped, not a failed report', async () => {
+  await withScene({ credentials: false }, async (scene, pool) => {
+    pool.close();
+    const row = (id, priority) => ({
+      id,
+      label: id,
+      auth_type: 'oauth',
+      priority,
+      source: 'manual',
+      access_token: `sk-ant-oat01-fake-${id}`,
+      refresh_token: `sk-ant-ort01-fake-${id}`,
+      expires_at_ms: Date.now() + 3_600_000,
+    });
+    fs.mkdirSync(path.dirname(scene.poolPath), { recursive: true });
+    fs.writeFileSync(scene.poolPath, JSON.stringify({ credential_pool: { anthropic: [row('aaaaaa', 0), row('bbbbbb', 1)] } }));
+    const two = new hap.Pool({ ...scene.config, credentials_path: null });
+    const warnings = [];
+    const onWarning = (w) => warnings.push(w.code);
+    process.on('warning', onWarning);
+    try {
+      api.rateLimited.set('sk-ant-oat01-fake-aaaaaa', { 'retry-after': '99999999999' });
+      const res = await hap.createFetch({ pool: two })(`${api.base}/v1/messages`, { method: 'POST', body: BODY });
+      assert.equal(res.status, 200);
+      assert.deepEqual(api.bearers(), ['sk-ant-oat01-fake-aaaaaa', 'sk-ant-oat01-fake-bbbbbb']);
+      assert.equal(two.status().credentials.find((c) => c.credentialId === 'aaaaaa').lastStatus, 'exhausted');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off('warning', onWarning);
+      two.close();
+    }
+  });
+});
+
 test('no credential: the fetch rejects with the pool error and sends nothing', async () => {
   await withScene({ credentials: false }, async (scene, pool) => {
     const hapFetch = hap.createFetch({ pool });
