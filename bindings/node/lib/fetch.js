@@ -23,12 +23,13 @@ const { HapError, PoolClosedError } = require('./errors.js');
 
 const OAUTH_BETA = 'oauth-2025-04-20';
 
-// One 401 at a time per (pool, credential). libhap judges a reported 401
-// against the token this pool handle last served for the row: a late report of
-// an old token, arriving after a concurrent request's refresh, would be taken
-// as "the new token is refused too" and bench a good credential. Serialised,
-// the late request first sees that the pool already serves a newer token and
-// retries with it without reporting.
+// A 401 is first checked against what the pool serves now (after401): libhap
+// judges a reported 401 against the token this handle last served for the row,
+// so the late 401 of an old token, reported after a concurrent request's
+// refresh, would read as "the token that refresh produced is refused too" and
+// bench a good credential (the 8-concurrent SDK test fails without the check).
+// Check and report run one at a time per (pool, credential), so that another
+// request's refresh cannot fall between them.
 const pending401 = new WeakMap(); // Pool -> Map<credentialId, Promise>
 
 function serialized(pool, credentialId, fn) {
