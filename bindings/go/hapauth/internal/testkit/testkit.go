@@ -256,7 +256,7 @@ func writeJSON(t testing.TB, path string, doc any) {
 }
 
 // StatusOf is the pool's status row of credential id.
-func StatusOf(t testing.TB, p *hap.Pool, id string) hap.CredentialStatus {
+func StatusOf(t testing.TB, p *hap.Pool, id string) hap.CredentialSnapshot {
 	t.Helper()
 	st, err := p.Status()
 	if err != nil {
@@ -268,11 +268,11 @@ func StatusOf(t testing.TB, p *hap.Pool, id string) hap.CredentialStatus {
 		}
 	}
 	t.Fatalf("no credential %s in status", id)
-	return hap.CredentialStatus{}
+	return hap.CredentialSnapshot{}
 }
 
 // OnlyStatus is the status row of a pool's only credential.
-func OnlyStatus(t testing.TB, p *hap.Pool) hap.CredentialStatus {
+func OnlyStatus(t testing.TB, p *hap.Pool) hap.CredentialSnapshot {
 	t.Helper()
 	st, err := p.Status()
 	if err != nil {
