@@ -1,4 +1,4 @@
-//! What the token POST's own thread adds to a refresh (src/oauth.rs): starting and joining a
+//! What the token POST's own thread adds to a refresh (src/refresh/oauth.rs): starting and joining a
 //! thread with a 512 KiB stack, and zeroing 128 KiB of that stack before it ends
 //! (src/alloc.rs, scrub_stack). Medians of 2000 rounds, in microseconds.
 //!

@@ -106,7 +106,7 @@ fi
 # ----------------------------------------------------------------------------- hot resolve
 step "hot resolve: Rust (cargo bench --bench resolve)"
 # benches/resolve.rs's refresh case asserts `refreshed` right after rewriting the file; the
-# store watch (src/watch.rs) may not have woken yet and then serves the still-valid cached
+# store watch (src/store/watch.rs) may not have woken yet and then serves the still-valid cached
 # token, so that assertion fails now and then on a loaded machine: one retry.
 if ! cargo bench --bench resolve 2>&1 | tee "$OUT/criterion.txt"; then
     echo "cargo bench failed; retrying once (see the comment in bench/run_all.sh)"

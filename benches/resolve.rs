@@ -35,7 +35,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let creds = dir.path().join("claude/.credentials.json");
     let pool_path = dir.path().join("hermes/auth.json");
-    let now = hap::clock::now_ms();
+    let now = hap::internals::clock::now_ms();
     write_creds(
         &creds,
         "sk-ant-oat01-fake-b1",
@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| unsafe {
             let mut out: *mut c_char = std::ptr::null_mut();
             let st = hap::ffi::hap_resolve_token(
-                handle,
+                handle.as_ref(),
                 std::ptr::null(),
                 &mut out,
                 std::ptr::null_mut(),
@@ -72,7 +72,7 @@ fn bench(c: &mut Criterion) {
             hap::ffi::hap_free(out);
         })
     });
-    unsafe { hap::ffi::hap_pool_free(handle) };
+    unsafe { hap::ffi::hap_pool_free(Some(Box::from_raw(handle))) };
 
     // A full rotation: expired token on disk -> locks -> journal -> POST -> write-back.
     let mut group = c.benchmark_group("refresh");

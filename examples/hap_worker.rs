@@ -26,7 +26,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
     {
-        let wait = at - hap::clock::now_ms();
+        let wait = at - hap::inspect::now_ms();
         if wait > 0 {
             std::thread::sleep(Duration::from_millis(wait as u64));
         }

@@ -104,6 +104,7 @@ for name, c in [
     ("http-trick", {"token_urls": ["http://127.0.0.1.evil.com/x"]}),
     ("no-urls", {"token_urls": []}), ("zero-timeout", {"http_timeout_ms": 0}),
     ("bad-strategy", {"strategy": "fastest"}), ("empty-provider", {"provider": ""}),
+    ("agent", {"agent": "require", "pool_path": None}), ("bad-agent", {"agent": True}),
     ("token-key", {"sk-ant-oat01-fake-k1": True}),
     ("token-value", {"client_id": A1, "user_agent": R1}),
 ]:

@@ -6,11 +6,9 @@ use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
-pub const DEFAULT_TOKEN_URLS: [&str; 2] = [
-    "https://platform.claude.com/v1/oauth/token",
-    "https://console.anthropic.com/v1/oauth/token",
-];
+/// The default provider's facts (`provider/anthropic.rs`), under the names config uses.
+pub const DEFAULT_CLIENT_ID: &str = crate::provider::ANTHROPIC.client_id;
+pub const DEFAULT_TOKEN_URLS: &[&str] = crate::provider::ANTHROPIC.token_urls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -45,6 +43,8 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub claude_code_lock: bool,
     pub adopt_external_logins: bool,
+    /// hap agent (issue 15): defer to a running `hap agent` (docs/AGENT.md).
+    pub agent: crate::agent::AgentMode,
 }
 
 /// A directory named by an environment variable, when set and non-empty. A relative one
@@ -100,6 +100,7 @@ impl Default for Config {
             http_timeout_ms: 10_000,
             claude_code_lock: true,
             adopt_external_logins: true,
+            agent: crate::agent::AgentMode::Off,
         }
     }
 }
@@ -285,6 +286,7 @@ impl Config {
                 }
                 "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
                 "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
+                "agent" => c.agent = crate::agent::AgentMode::from_json(v)?,
                 other => {
                     return Err(Error::invalid(format!(
                         "unknown config key '{}'",
@@ -356,6 +358,7 @@ impl Config {
             "http_timeout_ms": self.http_timeout_ms,
             "claude_code_lock": self.claude_code_lock,
             "adopt_external_logins": self.adopt_external_logins,
+            "agent": self.agent.as_str(),
         })
     }
 }

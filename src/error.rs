@@ -93,7 +93,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// fuzzer finding, `fuzz/artifacts-found/fuzz_config/key-echo-control-chars`).
 pub fn shown(name: &str) -> String {
     let printable: String = name.chars().filter(|c| !c.is_control()).collect();
-    if printable.contains("sk-ant-") {
+    if crate::secret::looks_like_token(&printable) {
         return "[redacted: looks like a token]".to_string();
     }
     let mut out: String = printable.chars().take(48).collect();

@@ -159,9 +159,10 @@ impl FileLock {
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        // SAFETY: as above. Closing would release it too; unlocking first makes the
-        // release independent of any descriptor a forked child may have inherited.
+        // Closing would release it too; unlocking first makes the release independent of
+        // any descriptor a forked child may have inherited.
         while let Some(file) = self.files.pop() {
+            // SAFETY: the descriptor is open for the life of `file`.
             unsafe {
                 libc::flock(file.as_raw_fd(), libc::LOCK_UN);
             }
@@ -338,9 +339,10 @@ impl RefreshLockDir {
     ) -> Result<RefreshLockDir> {
         crate::fsio::ensure_parent(path)?;
         let mut attempt = 0;
-        loop {
+        let (dir, m) = loop {
+            let made = Instant::now();
             match fs::DirBuilder::new().mode(0o700).create(path) {
-                Ok(()) => break,
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     *waited = true;
                     // Why a stale lock could not be removed. A lock nobody can remove is a
@@ -366,21 +368,35 @@ impl RefreshLockDir {
                     if !waiting {
                         return Err(Self::timeout(path, timeout_ms, stuck));
                     }
+                    continue;
                 }
                 Err(e) => return Err(Error::io(path, "cannot create lock directory", &e)),
             }
-        }
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(path)
-            .and_then(|d| d.metadata().map(|m| (d, m)));
-        let (dir, m) = match dir {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = fs::remove_dir(path);
-                return Err(Error::io(path, "cannot open lock directory", &e));
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(path)
+                .and_then(|d| d.metadata().map(|m| (d, m)));
+            let (dir, m) = match dir {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = fs::remove_dir(path);
+                    return Err(Error::io(path, "cannot open lock directory", &e));
+                }
+            };
+            // Stopped between mkdir and open for long enough that the directory could have
+            // gone stale and been taken over (SIGSTOP, a suspended machine): the one just
+            // opened may be someone else's, and identity taken from it would let us touch and
+            // remove their lock (issue 10, item 9). Take nothing from it; start over, which
+            // waits on the directory like any other holder's.
+            if made.elapsed() >= REFRESH_LOCK_STALE / 2 {
+                crate::log::debug(format_args!(
+                    "{}: stopped between mkdir and open; not trusting the directory",
+                    path.display()
+                ));
+                continue;
             }
+            break (dir, m);
         };
         let mine = Arc::new(Mine {
             path: path.to_path_buf(),

@@ -4,7 +4,8 @@
 The contract is testing/README.md. Binds 127.0.0.1 only, prints the base URL as the first
 stdout line once listening, and serves until SIGTERM/SIGINT (or stdin EOF with
 --exit-on-stdin-eof). Tokens are never logged: the request log records only the first 16
-hex digits of sha256(refresh_token).
+hex digits of sha256(refresh_token), unless --log-bodies asks for each token POST's exact
+headers and body (request-parity tests; the tokens are fake).
 """
 
 import argparse
@@ -343,6 +344,9 @@ class Handler(BaseHTTPRequestHandler):
                 "t_ms": t_ms,
                 "fault": _fault_kind(fault),
             }
+            if getattr(self.server, "log_bodies", False):
+                entry["headers"] = [[k, v] for k, v in self.headers.items()]
+                entry["body"] = raw.decode("utf-8", "replace")
             st.log.append(entry)
 
         fault = fault or {}
@@ -462,11 +466,17 @@ def main(argv=None):
         help="exit when stdin closes (dies with the test that started it)",
     )
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr (never tokens)")
+    ap.add_argument(
+        "--log-bodies",
+        action="store_true",
+        help="keep each token POST's headers and raw body in /_admin/stats (holds tokens)",
+    )
     args = ap.parse_args(argv)
 
     server = Server(("127.0.0.1", args.port), Handler)
     server.state = State(args.expires_in, args.strict)
     server.verbose = args.verbose
+    server.log_bodies = args.log_bodies
 
     def _exit(*_):
         sys.stdout.flush()

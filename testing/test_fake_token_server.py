@@ -367,6 +367,38 @@ def test_log_records_fingerprint_not_tokens(fake):
     assert abs(e["t_ms"] - time.time() * 1000) < 60000
 
 
+def test_log_bodies_keeps_exact_headers_and_body():
+    # Request-parity tests (issue 12) compare the exact POST hap sends with a captured
+    # Claude Code one: with --log-bodies the log keeps each token POST's headers (names,
+    # order, values as received) and raw body; without it neither key exists (above).
+    s = Fake("--log-bodies")
+    try:
+        raw = (
+            '{"grant_type":"refresh_token","refresh_token":"sk-ant-ort01-fake-b1",'
+            '"client_id":"%s","scope":"user:inference user:profile"}' % CLIENT_ID
+        )
+        status, _ = s.request(
+            "POST", TOKEN_PATH, raw, headers={"User-Agent": "axios/1.15.2", "X-Order": "last"}
+        )
+        assert status == 200
+        s.request("POST", "/_admin/issue", {})  # admin calls are not logged
+        log = s.stats()["log"]
+        assert len(log) == 1
+        assert log[0]["body"] == raw
+        names = [k for k, _ in log[0]["headers"]]
+        assert names.index("Content-Type") < names.index("User-Agent") < names.index("X-Order")
+        assert ["User-Agent", "axios/1.15.2"] in log[0]["headers"]
+        assert ["Content-Length", str(len(raw))] in log[0]["headers"]
+    finally:
+        s.stop()
+
+
+def test_log_without_log_bodies_has_no_body_or_headers(fake):
+    fake.refresh("sk-ant-ort01-fake-nb")
+    e = fake.stats()["log"][0]
+    assert "body" not in e and "headers" not in e
+
+
 # ---------------------------------------------------------------- faults
 
 

@@ -578,7 +578,7 @@ fn exit_15_when_a_lock_is_held_too_long() {
     let home = tidy_home(-60_000);
     let lock = home.creds_path().with_file_name(".credentials.lock");
     let mut waited = false;
-    let held = hap::lock::FileLock::acquire(
+    let held = hap::internals::lock::FileLock::acquire(
         &lock,
         Instant::now() + Duration::from_secs(1),
         1000,
@@ -908,11 +908,11 @@ fn doctor_finds_an_uncommitted_journal_pair_and_token_commits_it() {
     let home = tidy_home(HOUR_MS);
     // A process refreshed (R1 spent, A2/R2 issued), journalled the pair, and died before
     // writing the credentials file.
-    let journal = hap::journal::Journal::for_store(&home.creds_path());
+    let journal = hap::internals::journal::Journal::for_store(&home.creds_path());
     write_json(
         journal.path(),
         &json!({"version": 1, "entries": [{
-            "id": "j1", "grant": "credentials", "spent": hap::secret::fingerprint(R1),
+            "id": "j1", "grant": "credentials", "spent": hap::internals::secret::fingerprint(R1),
             "access_token": A2, "refresh_token": R2, "expires_at_ms": now_ms() + 2 * HOUR_MS,
             "committed": false, "at_ms": now_ms() - 1000}],
             "spent": [], "backoff": {"credentials": {"until_ms": now_ms() + 600_000,

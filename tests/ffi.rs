@@ -40,7 +40,7 @@ fn statics() {
     assert_eq!(name(-1), "HAP_STATUS_UNKNOWN");
     unsafe {
         hap_free(null_mut());
-        hap_pool_free(null_mut());
+        hap_pool_free(None);
     }
 }
 
@@ -93,20 +93,20 @@ fn null_and_malformed_call_arguments() {
         let mut err: *mut c_char = null_mut();
         // NULL pool.
         assert_eq!(
-            hap_resolve_token(null(), null(), &mut out, &mut err),
+            hap_resolve_token(None, null(), &mut out, &mut err),
             HAP_STATUS_INVALID_ARGUMENT
         );
         assert!(out.is_null());
         take(err);
         // NULL result out-param, error_out NULL too: status only.
         assert_eq!(
-            hap_resolve_token(pool, null(), null_mut(), null_mut()),
+            hap_resolve_token(pool.as_ref(), null(), null_mut(), null_mut()),
             HAP_STATUS_INVALID_ARGUMENT
         );
         for bad in ["{", "[]", r#"{"force_refresh": "yes"}"#, r#"{"nope": 1}"#] {
             let c = CString::new(bad).unwrap();
             assert_eq!(
-                hap_resolve_token(pool, c.as_ptr(), &mut out, null_mut()),
+                hap_resolve_token(pool.as_ref(), c.as_ptr(), &mut out, null_mut()),
                 HAP_STATUS_INVALID_ARGUMENT,
                 "{bad}"
             );
@@ -120,22 +120,22 @@ fn null_and_malformed_call_arguments() {
         ] {
             let c = CString::new(bad).unwrap();
             assert_eq!(
-                hap_report_failure(pool, c.as_ptr(), &mut out, null_mut()),
+                hap_report_failure(pool.as_ref(), c.as_ptr(), &mut out, null_mut()),
                 HAP_STATUS_INVALID_ARGUMENT,
                 "{bad}"
             );
         }
         assert_eq!(
-            hap_report_failure(pool, null(), &mut out, null_mut()),
+            hap_report_failure(pool.as_ref(), null(), &mut out, null_mut()),
             HAP_STATUS_INVALID_ARGUMENT
         );
         assert_eq!(
-            hap_pool_status(pool, null_mut(), null_mut()),
+            hap_pool_status(pool.as_ref(), null_mut(), null_mut()),
             HAP_STATUS_INVALID_ARGUMENT
         );
         let c = CString::new(r#"{"credential_id": "zzzzzz", "status_code": 429}"#).unwrap();
         assert_eq!(
-            hap_report_failure(pool, c.as_ptr(), &mut out, &mut err),
+            hap_report_failure(pool.as_ref(), c.as_ptr(), &mut out, &mut err),
             HAP_STATUS_UNKNOWN_CREDENTIAL
         );
         let e: Value = serde_json::from_str(&take(err)).unwrap();
@@ -143,7 +143,7 @@ fn null_and_malformed_call_arguments() {
 
         // The happy path: the token is in the result, and nowhere else.
         assert_eq!(
-            hap_resolve_token(pool, null(), &mut out, &mut err),
+            hap_resolve_token(pool.as_ref(), null(), &mut out, &mut err),
             HAP_STATUS_OK
         );
         assert!(err.is_null());
@@ -151,12 +151,15 @@ fn null_and_malformed_call_arguments() {
         assert_eq!(r["access_token"], A1);
         assert_eq!(r["refreshed"], false);
         assert_eq!(r["auth_type"], "oauth");
-        assert_eq!(hap_pool_status(pool, &mut out, null_mut()), HAP_STATUS_OK);
+        assert_eq!(
+            hap_pool_status(pool.as_ref(), &mut out, null_mut()),
+            HAP_STATUS_OK
+        );
         let status = take(out);
         assert!(!status.contains("fake-"), "{status}");
         let st: Value = serde_json::from_str(&status).unwrap();
         assert_eq!(st["counters"]["resolves"], 1);
-        hap_pool_free(pool);
+        hap_pool_free(owned(pool));
     }
 }
 
@@ -235,9 +238,9 @@ fn concurrent_calls_on_one_handle() {
                 let mut out = null_mut();
                 for _ in 0..50 {
                     let st = if i % 2 == 0 {
-                        hap_resolve_token(pool, null(), &mut out, null_mut())
+                        hap_resolve_token(pool.as_ref(), null(), &mut out, null_mut())
                     } else {
-                        hap_pool_status(pool, &mut out, null_mut())
+                        hap_pool_status(pool.as_ref(), &mut out, null_mut())
                     };
                     assert_eq!(st, HAP_STATUS_OK);
                     take(out);
@@ -248,6 +251,14 @@ fn concurrent_calls_on_one_handle() {
     for t in threads {
         t.join().unwrap();
     }
-    unsafe { hap_pool_free(pool) };
+    unsafe { hap_pool_free(owned(pool)) };
     assert_eq!(s.posts(), 1);
+}
+
+/// A handle as `hap_pool_free` takes it (C passes the pointer; Rust spells the ownership).
+///
+/// # Safety
+/// `pool` is NULL or a handle from `hap_pool_open` not yet freed.
+unsafe fn owned(pool: *mut hap_pool) -> Option<Box<hap_pool>> {
+    std::ptr::NonNull::new(pool).map(|p| Box::from_raw(p.as_ptr()))
 }

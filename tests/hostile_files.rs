@@ -314,9 +314,16 @@ fn a_holder_resumed_after_a_takeover_leaves_the_new_lock_alone() {
     );
     let pid = child.id() as i32;
     let t0 = Instant::now();
-    while !lock.is_dir() {
+    // Held: the directory exists and hap has written its owner file, which it does after
+    // taking the directory's identity. (Stopping it between its mkdir and that moment is the
+    // other window: `RefreshLockDir::acquire` distrusts a directory it was that slow to open.
+    // Stopping it there made this test flaky on a loaded machine.)
+    let owner = h
+        .creds_path()
+        .with_file_name(".oauth_refresh.lock.hap-owner");
+    while !(lock.is_dir() && owner.exists()) {
         assert!(t0.elapsed() < HANG, "hap never took the lock");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
@@ -615,8 +622,13 @@ fn writers_through_a_symlink_also_take_the_lock_beside_the_target() {
     // (the ones Hermes takes) are free.
     let take = |p: PathBuf| {
         let mut w = false;
-        hap::lock::FileLock::acquire(&p, Instant::now() + Duration::from_secs(5), 5000, &mut w)
-            .unwrap()
+        hap::internals::lock::FileLock::acquire(
+            &p,
+            Instant::now() + Duration::from_secs(5),
+            5000,
+            &mut w,
+        )
+        .unwrap()
     };
     let creds_lock = dot.join(".credentials.lock");
     let pool_lock = dot.join("hermes-auth.lock");

@@ -88,7 +88,7 @@ fn refresh_writes_back_to_credentials_file_keeping_every_key() {
     assert_eq!(row["last_status"], "ok");
     assert_eq!(
         row["secret_fingerprint"],
-        hap::secret::fingerprint(t.access_token.expose())
+        hap::internals::secret::fingerprint(t.access_token.expose())
     );
     // A second resolve is served from the cache: no POST.
     assert_eq!(resolve(&pool).unwrap().access_token, t.access_token);

@@ -19,6 +19,18 @@ const (
 	Random     Strategy = "random"
 )
 
+// AgentMode is the config key "agent": whether the pool defers to a running
+// `hap agent` (docs/AGENT.md).
+type AgentMode string
+
+// The values of the "agent" key. The zero value "" sends nothing: the library's
+// default, AgentOff.
+const (
+	AgentOff     AgentMode = "off"     // do the work in this process
+	AgentPrefer  AgentMode = "prefer"  // ask the agent; without one, do the work here
+	AgentRequire AgentMode = "require" // ask the agent; without one, ErrUnavailable
+)
+
 // Config mirrors the config JSON of hap_pool_open (docs/ABI.md). The zero value of
 // every field means "the library's default", so Config{} opens the user's own
 // ~/.hermes/auth.json and ~/.claude/.credentials.json. Only fields that are set
@@ -63,6 +75,10 @@ type Config struct {
 	// DisableExternalLogins stops seeding a claude_code row from the
 	// credentials file (adopt_external_logins = false).
 	DisableExternalLogins bool
+
+	// Agent defers to a running `hap agent` serving the same stores: then the
+	// process reads no store and never holds a refresh token (docs/AGENT.md).
+	Agent AgentMode
 }
 
 // MarshalJSON returns the config JSON hap_pool_open receives: only the keys
@@ -87,6 +103,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	setStr("client_id", c.ClientID)
 	setStr("user_agent", c.UserAgent)
 	setStr("strategy", string(c.Strategy))
+	setStr("agent", string(c.Agent))
 	for _, d := range []struct {
 		key, field string
 		v          time.Duration
@@ -182,6 +199,8 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			var on *bool
 			err = decodeOpt(v, &on)
 			out.DisableExternalLogins = on != nil && !*on
+		case "agent":
+			err = decodeOpt(v, (*string)(&out.Agent))
 		default:
 			return invalidArgument(fmt.Sprintf("unknown config key %q", k))
 		}

@@ -23,6 +23,8 @@ export interface PoolConfig {
   claudeCodeLock?: boolean;
   /** Seed a claude_code row from the credentials file. Default true. */
   adoptExternalLogins?: boolean;
+  /** Defer to a running `hap agent` (docs/AGENT.md). Default 'off'. */
+  agent?: 'off' | 'prefer' | 'require';
 }
 
 /** The same configuration with libhap's own snake_case keys (e.g. from a JSON file). */
@@ -39,6 +41,7 @@ export interface RawPoolConfig {
   http_timeout_ms?: number;
   claude_code_lock?: boolean;
   adopt_external_logins?: boolean;
+  agent?: 'off' | 'prefer' | 'require';
 }
 
 /** Options of this binding (not sent to libhap). */

@@ -21,12 +21,12 @@
 //! `error` code repeated in the error text) and compares numbers within a few ULPs;
 //! `strict = true` (env `HAP_FUZZ_STRICT=1`) flags all of them.
 
-use hap::config::Config;
-use hap::credentials::{CredentialsFile, TokenPair};
 use hap::ffi::{hap_free, hap_pool, hap_pool_free, hap_pool_open, hap_pool_status};
-use hap::lock::FileLock;
-use hap::oauth::{RefreshError, TokenEndpoint};
-use hap::pool_file::{PoolFile, Row};
+use hap::internals::config::Config;
+use hap::internals::credentials::{CredentialsFile, TokenPair};
+use hap::internals::lock::FileLock;
+use hap::internals::oauth::{RefreshError, TokenEndpoint};
+use hap::internals::pool_file::{PoolFile, Row};
 use hap::{Error, Failure, ResolveRequest, Secret, Status};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -250,7 +250,7 @@ pub fn check_config(data: &[u8], strict: bool) {
             }
             assert!(!cfg.token_urls.is_empty());
             for u in &cfg.token_urls {
-                assert!(hap::config::check_token_url(u).is_ok(), "{u:?}");
+                assert!(hap::internals::config::check_token_url(u).is_ok(), "{u:?}");
             }
             assert!(cfg.http_timeout_ms > 0);
             let j = cfg.to_json();
@@ -302,19 +302,19 @@ pub fn check_requests(data: &[u8], strict: bool) {
                 assert!(s.is_finite());
             }
             if let Some(r) = &f.reason {
-                let _ = hap::policy::is_terminal_reason(r);
+                let _ = hap::internals::policy::is_terminal_reason(r);
             }
             // What a report does with it: bench the row, then ask when it comes back.
-            let now_s = hap::clock::now_ms() as f64 / 1000.0;
+            let now_s = hap::internals::clock::now_ms() as f64 / 1000.0;
             let mut row = Row::new_borrowed("a1b2c3".into(), 0);
-            row.last_status = Some(hap::policy::STATUS_EXHAUSTED.into());
+            row.last_status = Some(hap::internals::policy::STATUS_EXHAUSTED.into());
             row.last_status_at = Some(now_s);
             row.last_error_code = Some(f.status_code as i64);
             row.last_error_reason = f.reason.clone();
             row.last_error_reset_at = f.reset_at_s;
             for sole in [false, true] {
-                if let hap::policy::Availability::CoolingUntil(at) =
-                    hap::policy::available_at_ms(&row, sole)
+                if let hap::internals::policy::Availability::CoolingUntil(at) =
+                    hap::internals::policy::available_at_ms(&row, sole)
                 {
                     // reset_at is capped at 24 h after the bench.
                     assert!(
@@ -778,7 +778,7 @@ pub fn check_token_response(data: &[u8], strict: bool) {
 /// The properties of a token endpoint answer's meaning. `status` is what the server sent
 /// when the harness chose it (`None` for a raw HTTP response the fuzzer wrote whole).
 fn check_answer(
-    result: Result<hap::oauth::TokenResponse, RefreshError>,
+    result: Result<hap::internals::oauth::TokenResponse, RefreshError>,
     status: Option<u16>,
     body: &[u8],
     strict: bool,
@@ -806,7 +806,10 @@ fn check_answer(
             }
         }
         Err(RefreshError::Terminal { code }) => {
-            assert!(hap::policy::is_terminal_reason(&code), "{code:?}");
+            assert!(
+                hap::internals::policy::is_terminal_reason(&code),
+                "{code:?}"
+            );
             assert!(!code.contains(SENT_REFRESH));
         }
         Err(RefreshError::Transient { why, .. }) | Err(RefreshError::Unanswered { why }) => {
@@ -848,7 +851,7 @@ pub fn check_token_body(data: &[u8], strict: bool) {
     };
     let status = STATUSES[sel as usize % STATUSES.len()];
     let retry = (status == 429 || status == 503).then_some(30_000);
-    let result = hap::oauth::interpret_answer(status, body, retry);
+    let result = hap::internals::oauth::interpret_answer(status, body, retry);
     if let Err(RefreshError::Transient { retry_after_ms, .. }) = &result {
         if status == 429 || status >= 500 {
             assert_eq!(*retry_after_ms, retry);
@@ -993,7 +996,7 @@ pub fn check_c_abi_open(data: &[u8], strict: bool) {
         let mut out = DANGLING_STR;
         let mut e2 = DANGLING_STR;
         // SAFETY: `pool` is the live handle just opened; out pointers are valid.
-        let st2 = unsafe { hap_pool_status(pool, &mut out, &mut e2) };
+        let st2 = unsafe { hap_pool_status(pool.as_ref(), &mut out, &mut e2) };
         assert_eq!(
             st2,
             hap::ffi::HAP_STATUS_OK,
@@ -1007,7 +1010,7 @@ pub fn check_c_abi_open(data: &[u8], strict: bool) {
         no_fixture_token("status JSON", &status);
         assert_no_token_json("status JSON", &v, &allowed);
         // SAFETY: opened above, freed once, no other call running on it.
-        unsafe { hap_pool_free(pool) };
+        unsafe { hap_pool_free(Some(Box::from_raw(pool))) };
     } else {
         assert!(pool.is_null(), "pool_out not cleared on failure");
         assert!(

@@ -5,8 +5,13 @@
 //! see the pool with `hap status` and find what is wrong with `hap doctor`. Every subcommand
 //! goes through the library's Rust API: there is no second implementation here.
 
+// hap agent and hap exec (issue 15).
+#[path = "hap/agent.rs"]
+mod agent;
 #[path = "hap/doctor.rs"]
 mod doctor;
+#[path = "hap/exec.rs"]
+mod exec;
 #[path = "hap/status.rs"]
 mod status;
 #[path = "hap/ui.rs"]
@@ -173,6 +178,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the credentials fresh ahead of expiry and serve other processes on a socket.
+    #[command(
+        long_about = "Run in the foreground until SIGTERM or SIGINT: refresh every credential \
+            --lead (plus up to --jitter) before it expires, through the same locks and journal \
+            as every other process; answer resolve, report and status on a Unix socket \
+            ($XDG_RUNTIME_DIR/hap/agent.sock, else /run/user/<uid>/hap/, else /tmp/hap-<uid>/) \
+            for processes whose config says \"agent\": \"prefer\" or \"require\"; optionally keep \
+            an Anthropic SDK profile current. On a signal, a refresh in progress is finished \
+            and journalled before it exits. See docs/AGENT.md.",
+        after_long_help = EXIT_CODES
+    )]
+    Agent(agent::AgentArgs),
+    /// Run a program with a current access token in its environment or on a descriptor.
+    #[command(
+        long_about = "Resolve a token (through the agent when the config says so), then replace \
+            this process with COMMAND, handing the token over the way it accepts one: for \
+            Claude Code (--claude-code, or a COMMAND named `claude`) on a pipe named by \
+            CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR; otherwise in the variable --env NAME. \
+            Never in argv. HAP_TOKEN_EXPIRES_AT_MS says when it expires: a child that outlives \
+            it must be restarted (docs/AGENT.md). Exit status: COMMAND's own; 127/126 when \
+            it cannot be run; 2 for a usage error; 10 + status when no token could be had.",
+        after_long_help = EXIT_CODES
+    )]
+    Exec(exec::ExecArgs),
 }
 
 fn parse_reset_at_s(text: &str) -> Result<f64, String> {
@@ -180,11 +209,11 @@ fn parse_reset_at_s(text: &str) -> Result<f64, String> {
         // Checked: `+99999999999999d` wrapped to a time before 1970.
         let at = i64::try_from(parse_duration_ms(rel)?)
             .ok()
-            .and_then(|ms| hap::clock::now_ms().checked_add(ms))
+            .and_then(|ms| hap::inspect::now_ms().checked_add(ms))
             .ok_or_else(|| format!("'{text}' is too far ahead"))?;
         return Ok(at as f64 / 1000.0);
     }
-    hap::policy::parse_reset_at_s(&Value::String(text.to_string()))
+    hap::inspect::parse_reset_at_s(&Value::String(text.to_string()))
         .ok_or_else(|| format!("'{text}' is not epoch seconds, epoch ms, ISO-8601 or +DURATION"))
 }
 
@@ -285,7 +314,7 @@ fn print_error(e: &Error, json: bool) -> ExitCode {
         eprintln!(
             "hap: retry at {} ({})",
             instant(at),
-            relative(at, hap::clock::now_ms())
+            relative(at, hap::inspect::now_ms())
         );
     }
     if let Some(h) = hint(e.status) {
@@ -350,7 +379,7 @@ fn report(cfg: Config, f: Failure, json: bool) -> Result<ExitCode, Error> {
         outln(&o.to_json().to_string());
         return Ok(ExitCode::SUCCESS);
     }
-    let now = hap::clock::now_ms();
+    let now = hap::inspect::now_ms();
     let what = match (o.last_status, o.available_at_ms) {
         ("ok", _) => "ok: the store already holds a newer token; nothing benched".to_string(),
         ("refresh_pending", _) => {
@@ -371,6 +400,7 @@ fn main() -> ExitCode {
         | Command::Token { json, .. }
         | Command::Report { json, .. }
         | Command::Doctor { json, .. } => *json,
+        Command::Agent(_) | Command::Exec(_) => false,
     };
     let paint = ui::Paint::for_stdout(cli.global.color);
     let cfg = match load_config(&cli.global) {
@@ -414,6 +444,8 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Doctor { online, json } => Ok(doctor::run(&cfg, online, json, paint)),
+        Command::Agent(a) => agent::run(cfg, a),
+        Command::Exec(a) => exec::run(cfg, a),
     };
     match result {
         Ok(code) => code,

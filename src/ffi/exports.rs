@@ -1,7 +1,7 @@
 //! The nine exported functions of ABI 0.1. Names, signatures and statuses are fixed by
 //! docs/ABI.md; keep this file and that page in step.
 
-use super::{boundary, hap_pool, hap_status, into_handle, opt_str};
+use super::{boundary, call, hap_pool, hap_status, into_handle, opt_str, set};
 use crate::error::{Error, Status};
 use crate::pool::Pool;
 use crate::request::{Failure, ResolveRequest};
@@ -40,30 +40,30 @@ pub const HAP_STATUS_INTERNAL: hap_status = 100;
 /// Bindings compare it with `HAP_ABI_VERSION` from the header they were built against.
 #[no_mangle]
 pub extern "C" fn hap_abi_version() -> u32 {
-    HAP_ABI_VERSION
+    call(|| HAP_ABI_VERSION)
 }
 
 /// A static string such as "hap 0.1.0 (abi 0.1)". Never freed.
 #[no_mangle]
 pub extern "C" fn hap_version() -> *const c_char {
     static V: &CStr = {
-        const B: &[u8] = concat!("hap ", env!("CARGO_PKG_VERSION"), " (abi 0.1)\0").as_bytes();
+        const B: &[u8] = concat!(crate::version_string!(), "\0").as_bytes();
         match CStr::from_bytes_with_nul(B) {
             Ok(c) => c,
             Err(_) => panic!("version string has an interior NUL"),
         }
     };
-    V.as_ptr()
+    call(|| V.as_ptr())
 }
 
 /// The static name of a status, e.g. "HAP_STATUS_NO_CREDENTIAL"; "HAP_STATUS_UNKNOWN" for a
 /// value this library does not know. Never freed.
 #[no_mangle]
 pub extern "C" fn hap_status_name(s: hap_status) -> *const c_char {
-    match Status::from_code(s) {
+    call(|| match Status::from_code(s) {
         Some(st) => st.name_cstr().as_ptr(),
         None => c"HAP_STATUS_UNKNOWN".as_ptr(),
-    }
+    })
 }
 
 /// Opens a pool handle from `config_json` (NULL or "{}" = every default). On success
@@ -78,22 +78,28 @@ pub unsafe extern "C" fn hap_pool_open(
     pool_out: *mut *mut hap_pool,
     error_out: *mut *mut c_char,
 ) -> hap_status {
-    if !pool_out.is_null() {
-        *pool_out = std::ptr::null_mut();
-    }
-    let mut opened: Option<Pool> = None;
-    let status = boundary(None, std::ptr::null_mut(), false, error_out, || {
-        if pool_out.is_null() {
-            return Err(Error::invalid("pool_out is NULL"));
+    call(|| {
+        // SAFETY: `pool_out` is NULL or valid for writes (the caller's contract).
+        unsafe { set(pool_out, std::ptr::null_mut()) };
+        let mut opened: Option<Pool> = None;
+        // SAFETY: `error_out` is NULL or valid for writes; there is no result out-param.
+        let status = unsafe {
+            boundary(None, std::ptr::null_mut(), false, error_out, || {
+                if pool_out.is_null() {
+                    return Err(Error::invalid("pool_out is NULL"));
+                }
+                // SAFETY: NULL or NUL-terminated, valid for the call (the caller's contract).
+                let cfg = opt_str(config_json, "config_json")?;
+                opened = Some(Pool::open_json(cfg)?);
+                Ok(None)
+            })
+        };
+        if let Some(pool) = opened {
+            // SAFETY: as above; only reached when `pool_out` is not NULL.
+            unsafe { set(pool_out, into_handle(pool)) };
         }
-        let cfg = opt_str(config_json, "config_json")?;
-        opened = Some(Pool::open_json(cfg)?);
-        Ok(None)
-    });
-    if let Some(pool) = opened {
-        *pool_out = into_handle(pool);
-    }
-    status
+        status
+    })
 }
 
 /// Returns a valid access token as JSON (see docs/ABI.md) in `*result_json_out`. May block for
@@ -104,18 +110,21 @@ pub unsafe extern "C" fn hap_pool_open(
 /// NULL or valid for writes.
 #[no_mangle]
 pub unsafe extern "C" fn hap_resolve_token(
-    pool: *const hap_pool,
+    pool: Option<&hap_pool>,
     request_json: *const c_char,
     result_json_out: *mut *mut c_char,
     error_out: *mut *mut c_char,
 ) -> hap_status {
-    let handle = pool.as_ref();
-    boundary(handle, result_json_out, true, error_out, || {
-        let h = handle.ok_or_else(|| Error::invalid("pool is NULL"))?;
-        let req = ResolveRequest::from_json(opt_str(request_json, "request_json")?)?;
-        let token = h.pool.resolve(&req)?;
-        // The String moves into the C string without a copy; hap_free zeroes it.
-        Ok(Some(token.to_json_string()))
+    // SAFETY: out pointers NULL or valid for writes (the caller's contract).
+    call(|| unsafe {
+        boundary(pool, result_json_out, true, error_out, || {
+            let h = pool.ok_or_else(|| Error::invalid("pool is NULL"))?;
+            // SAFETY: NULL or NUL-terminated, valid for the call (the caller's contract).
+            let req = ResolveRequest::from_json(opt_str(request_json, "request_json")?)?;
+            let token = h.pool.resolve(&req)?;
+            // The String moves into the C string without a copy; hap_free zeroes it.
+            Ok(Some(token.to_json_string()))
+        })
     })
 }
 
@@ -126,16 +135,19 @@ pub unsafe extern "C" fn hap_resolve_token(
 /// As `hap_resolve_token`.
 #[no_mangle]
 pub unsafe extern "C" fn hap_report_failure(
-    pool: *const hap_pool,
+    pool: Option<&hap_pool>,
     failure_json: *const c_char,
     result_json_out: *mut *mut c_char,
     error_out: *mut *mut c_char,
 ) -> hap_status {
-    let handle = pool.as_ref();
-    boundary(handle, result_json_out, true, error_out, || {
-        let h = handle.ok_or_else(|| Error::invalid("pool is NULL"))?;
-        let f = Failure::from_json(opt_str(failure_json, "failure_json")?)?;
-        Ok(Some(h.pool.report_failure(&f)?.to_json().to_string()))
+    // SAFETY: out pointers NULL or valid for writes (the caller's contract).
+    call(|| unsafe {
+        boundary(pool, result_json_out, true, error_out, || {
+            let h = pool.ok_or_else(|| Error::invalid("pool is NULL"))?;
+            // SAFETY: NULL or NUL-terminated, valid for the call (the caller's contract).
+            let f = Failure::from_json(opt_str(failure_json, "failure_json")?)?;
+            Ok(Some(h.pool.report_failure(&f)?.to_json().to_string()))
+        })
     })
 }
 
@@ -145,14 +157,16 @@ pub unsafe extern "C" fn hap_report_failure(
 /// As `hap_resolve_token`.
 #[no_mangle]
 pub unsafe extern "C" fn hap_pool_status(
-    pool: *const hap_pool,
+    pool: Option<&hap_pool>,
     status_json_out: *mut *mut c_char,
     error_out: *mut *mut c_char,
 ) -> hap_status {
-    let handle = pool.as_ref();
-    boundary(handle, status_json_out, true, error_out, || {
-        let h = handle.ok_or_else(|| Error::invalid("pool is NULL"))?;
-        Ok(Some(h.pool.status()?.to_string()))
+    // SAFETY: out pointers NULL or valid for writes (the caller's contract).
+    call(|| unsafe {
+        boundary(pool, status_json_out, true, error_out, || {
+            let h = pool.ok_or_else(|| Error::invalid("pool is NULL"))?;
+            Ok(Some(h.pool.status()?.to_string()))
+        })
     })
 }
 
@@ -161,11 +175,8 @@ pub unsafe extern "C" fn hap_pool_status(
 /// # Safety
 /// `pool` is NULL or a handle from `hap_pool_open` not yet freed.
 #[no_mangle]
-pub unsafe extern "C" fn hap_pool_free(pool: *mut hap_pool) {
-    if !pool.is_null() {
-        let _ =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(pool))));
-    }
+pub unsafe extern "C" fn hap_pool_free(pool: Option<Box<hap_pool>>) {
+    call(|| drop(pool))
 }
 
 /// Releases a string hap handed out, zeroing its bytes first. NULL is ignored.
@@ -174,8 +185,12 @@ pub unsafe extern "C" fn hap_pool_free(pool: *mut hap_pool) {
 /// `s` is NULL or a string from hap not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn hap_free(s: *mut c_char) {
-    if !s.is_null() {
-        let mut bytes = CString::from_raw(s).into_bytes_with_nul();
-        zeroize::Zeroize::zeroize(&mut bytes);
-    }
+    call(|| {
+        if !s.is_null() {
+            // SAFETY: a string from `to_c` (CString::into_raw) not yet freed (the caller's
+            // contract).
+            let mut bytes = unsafe { CString::from_raw(s) }.into_bytes_with_nul();
+            zeroize::Zeroize::zeroize(&mut bytes);
+        }
+    })
 }

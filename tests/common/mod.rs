@@ -17,7 +17,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn now_ms() -> i64 {
-    hap::clock::now_ms()
+    hap::internals::clock::now_ms()
 }
 
 /// `testing/fake_token_server.py`, started for one test and gone with it.

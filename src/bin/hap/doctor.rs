@@ -7,11 +7,11 @@
 //! credential ids and labels; no token value, or fingerprint of one, is ever printed.
 
 use crate::ui::{self, human_ms, instant, relative, sh, Paint};
-use hap::config::Config;
-use hap::credentials::{CredentialsFile, TokenPair};
-use hap::journal::Journal;
-use hap::lock::FileLock;
-use hap::pool_file::PoolFile;
+use hap::inspect::FileLock;
+use hap::inspect::Journal;
+use hap::inspect::PoolFile;
+use hap::inspect::{CredentialsFile, TokenPair};
+use hap::Config;
 use hap::{Pool, Status};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -31,7 +31,7 @@ const CLOCK_FLOOR_MS: i64 = 1_704_067_200_000;
 const SKEW_WARN_MS: i64 = 5 * 60_000;
 /// Claude Code's refresh lock directory counts as stale past this (proper-lockfile); a hap
 /// temp file this old belongs to no write in progress.
-const STALE_LOCK_MS: i64 = hap::lock::REFRESH_LOCK_STALE.as_millis() as i64;
+const STALE_LOCK_MS: i64 = hap::inspect::REFRESH_LOCK_STALE.as_millis() as i64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -94,7 +94,7 @@ enum Unreadable {
 /// Reads a store's bytes and parses them as JSON; the bytes are zeroed when dropped. Read as
 /// the library reads stores: a FIFO there must not hang doctor, a huge file is not loaded.
 fn read_json(path: &Path) -> Result<Option<Value>, Unreadable> {
-    match hap::fsio::read_with_stamp(path) {
+    match hap::inspect::read_with_stamp(path) {
         Ok(Some((bytes, _))) => {
             let bytes = zeroize::Zeroizing::new(bytes);
             // serde_json's syntax errors give positions, never the text around them.
@@ -268,7 +268,7 @@ impl Doctor<'_> {
     /// read-only `~/.hermes` made every `hap token` fail with "cannot open lock file" while
     /// doctor reported 0 errors (issue 10).
     fn writable(&mut self, check: &'static str, store: &Path, lock: &Path, fails: &str) {
-        let target = hap::fsio::write_target(store).unwrap_or_else(|_| store.to_path_buf());
+        let target = hap::inspect::write_target(store).unwrap_or_else(|_| store.to_path_buf());
         // The directory hap writes in, or the nearest ancestor it would be created in.
         let Some(dir) = target
             .ancestors()
@@ -471,7 +471,7 @@ impl Doctor<'_> {
             );
             return;
         };
-        if hap::pool::default_pool_without_hermes(self.cfg) {
+        if hap::inspect::default_pool_without_hermes(self.cfg) {
             let dir = path.parent().unwrap_or(&path);
             self.info(
                 "pool",
@@ -685,7 +685,7 @@ impl Doctor<'_> {
             if source == "claude_code" {
                 borrowed.push(id.to_string());
                 if let Some(a) = access {
-                    if creds_fp.as_deref() == Some(hap::secret::fingerprint(a).as_str()) {
+                    if creds_fp.as_deref() == Some(hap::inspect::fingerprint(a).as_str()) {
                         self.info(
                             "hermes-compat",
                             format!(
@@ -732,7 +732,7 @@ impl Doctor<'_> {
                 );
                 continue;
             };
-            let is_oauth_token = hap::secret::is_oauth_token(a);
+            let is_oauth_token = hap::inspect::is_oauth_token(a);
             match o.get("auth_type").and_then(Value::as_str) {
                 Some("oauth") if !is_oauth_token => self.warn(
                     "hermes-compat",
@@ -758,7 +758,7 @@ impl Doctor<'_> {
                     "add the refresh token, or log in again",
                 );
             }
-            if let Some(at) = o.get("expires_at_ms").and_then(hap::credentials::json_ms) {
+            if let Some(at) = o.get("expires_at_ms").and_then(hap::inspect::json_ms) {
                 self.expiry("expiry", &name, at, refreshable);
             }
         }
@@ -815,7 +815,7 @@ impl Doctor<'_> {
         let live = self.store_refresh_fingerprints();
         for store in stores {
             // hap keys the journal on the file a symlinked store resolves to.
-            let real = hap::fsio::write_target(&store).unwrap_or_else(|_| store.clone());
+            let real = hap::inspect::write_target(&store).unwrap_or_else(|_| store.clone());
             let j = Journal::for_store(&real);
             let jp = j.path().to_path_buf();
             if fs::symlink_metadata(&jp).is_err() {
@@ -901,11 +901,11 @@ impl Doctor<'_> {
             if self.cfg.claude_code_lock {
                 self.refresh_lock_dir(&cf.refresh_lock_dir());
             }
-            dirs.push(hap::fsio::write_target(p).unwrap_or_else(|_| p.clone()));
+            dirs.push(hap::inspect::write_target(p).unwrap_or_else(|_| p.clone()));
         }
         if let Some(p) = &self.cfg.pool_path {
             flocks.push(Config::pool_lock_path(p));
-            dirs.push(hap::fsio::write_target(p).unwrap_or_else(|_| p.clone()));
+            dirs.push(hap::inspect::write_target(p).unwrap_or_else(|_| p.clone()));
         }
         for lock in flocks {
             if fs::symlink_metadata(&lock).is_err() {
@@ -1003,7 +1003,7 @@ impl Doctor<'_> {
             return;
         }
         // hap leaves `<dir>.hap-owner` ("pid inode ctime") beside a lock it holds.
-        let owner_pid = hap::lock::owner_pid(dir);
+        let owner_pid = hap::inspect::owner_pid(dir);
         if let Some(pid) = owner_pid.filter(|p| !pid_alive(*p)) {
             self.warn(
                 "locks",
@@ -1278,13 +1278,13 @@ fn parse_http_date_ms(v: &str) -> Option<i64> {
     let month = MONTHS.iter().position(|m| *m == parts[2])? + 1;
     let day: u32 = parts[1].parse().ok()?;
     let year: u32 = parts[3].parse().ok()?;
-    hap::clock::parse_iso8601_ms(&format!("{year:04}-{month:02}-{day:02}T{}Z", parts[4]))
+    hap::inspect::parse_iso8601_ms(&format!("{year:04}-{month:02}-{day:02}T{}Z", parts[4]))
 }
 
 pub fn diagnose(cfg: &Config, online: bool) -> Vec<Finding> {
     let mut d = Doctor {
         cfg,
-        now: hap::clock::now_ms(),
+        now: hap::inspect::now_ms(),
         findings: Vec::new(),
         creds_pair: None,
         mode_checked: HashSet::new(),
@@ -1295,6 +1295,8 @@ pub fn diagnose(cfg: &Config, online: bool) -> Vec<Finding> {
     d.pool();
     d.journals();
     d.locks();
+    // hap agent (issue 15).
+    d.findings.extend(crate::agent::findings(cfg));
     d.resolvable();
     if online {
         d.online();
@@ -1353,7 +1355,7 @@ mod tests {
     fn http_date() {
         assert_eq!(
             parse_http_date_ms("Sun, 06 Nov 1994 08:49:37 GMT"),
-            hap::clock::parse_iso8601_ms("1994-11-06T08:49:37Z")
+            hap::inspect::parse_iso8601_ms("1994-11-06T08:49:37Z")
         );
         assert_eq!(parse_http_date_ms("yesterday"), None);
     }

@@ -2,7 +2,7 @@
 //! exactly what the library sees, and never a secret).
 
 use crate::ui::{self, human_ms, Paint};
-use hap::credentials::CredentialsFile;
+use hap::inspect::CredentialsFile;
 use hap::{Config, Error, Pool};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -25,7 +25,9 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
         )),
         _ => None,
     };
-    ui::out(&render(&doc, note, skew, hap::clock::now_ms(), paint));
+    ui::out(&render(&doc, note, skew, hap::inspect::now_ms(), paint));
+    // hap agent (issue 15): alive, last and next refresh.
+    ui::out(&crate::agent::status_line(paint));
     Ok(ExitCode::SUCCESS)
 }
 

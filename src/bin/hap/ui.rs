@@ -83,7 +83,7 @@ pub fn human_ms(ms: i64) -> String {
 
 /// `2026-11-28T19:52:56Z`.
 pub fn instant(ms: i64) -> String {
-    let iso = hap::clock::iso8601_utc(ms);
+    let iso = hap::inspect::iso8601_utc(ms);
     format!("{}Z", &iso[..iso.len().min(19)])
 }
 

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     lockTimeoutMs: 10_000,
     strategy: 'round_robin',
   });
-  const raw = new Pool({ pool_path: null, credentials_path: '/c.json' }, { maxConcurrentCalls: 4 });
+  const raw = new Pool({ pool_path: null, credentials_path: '/c.json', agent: 'prefer' }, { maxConcurrentCalls: 4 });
   raw.close();
   new Pool().close();
   new Pool('{"pool_path": null}').close();
@@ -113,6 +113,8 @@ async function main(): Promise<void> {
   await pool.resolveToken({ minValidity: 5 });
   // @ts-expect-error strategy is an enum
   new Pool({ strategy: 'fastest' });
+  // @ts-expect-error agent is an enum
+  new Pool({ agent: 'always' });
   // @ts-expect-error status() is synchronous
   await pool.status().then(() => 0);
 

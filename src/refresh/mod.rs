@@ -55,6 +55,9 @@
 //! What nothing covers: a process killed between the server's answer and step 7's journal
 //! fsync. Its marker tells siblings the token is possibly spent; the pair itself is lost.
 
+/// The token endpoint: one POST, its deadline, URL fallback and how an answer is read.
+pub mod oauth;
+
 use crate::clock::now_ms;
 use crate::credentials::TokenPair;
 use crate::error::{Error, Result, Status};

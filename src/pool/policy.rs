@@ -22,19 +22,9 @@ const RESET_AT_CAP_S: f64 = 24.0 * 3600.0;
 pub const REFRESH_BACKOFF_MIN_MS: i64 = 60_000;
 pub const REFRESH_BACKOFF_MAX_MS: i64 = 3_600_000;
 
-/// OAuth error codes that mean the grant is gone for good.
+/// OAuth error codes that mean the grant is gone for good (the provider's list).
 pub fn is_terminal_reason(reason: &str) -> bool {
-    const TERMINAL: [&str; 6] = [
-        "invalid_grant",
-        "invalid_token",
-        "token_revoked",
-        "token_invalidated",
-        "unauthorized_client",
-        "refresh_token_reused",
-    ];
-    TERMINAL
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case(reason.trim()))
+    crate::provider::ANTHROPIC.is_terminal_reason(reason)
 }
 
 /// A `reset_at` as epoch seconds: accepts epoch seconds, epoch milliseconds (> 1e12) and

@@ -877,8 +877,14 @@ mod tests {
     // --- TLS, against a rustls server on 127.0.0.1 with a throwaway self-signed
     // certificate (testing/tls/, for localhost and 127.0.0.1) that only these tests trust.
 
-    const CERT: &[u8] = include_bytes!("../../testing/tls/localhost-cert.der");
-    const KEY: &[u8] = include_bytes!("../../testing/tls/localhost-key.der");
+    const CERT: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testing/tls/localhost-cert.der"
+    ));
+    const KEY: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testing/tls/localhost-key.der"
+    ));
 
     fn trusting_the_test_root() -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();

@@ -5,6 +5,9 @@
 //! changed store, syncing borrowed rows, refreshing) happens only when `stat` says a store
 //! changed or the token needs it. The refresh transaction itself lives in `refresh.rs`.
 
+/// Pure rules: availability, benches, terminal reasons, strategies.
+pub mod policy;
+
 use crate::clock::now_ms;
 use crate::config::{Config, Strategy};
 use crate::credentials::{CredentialsFile, TokenPair};
@@ -12,11 +15,11 @@ use crate::error::{Error, Result, Status};
 use crate::fsio::FileStamp;
 use crate::lock::FileLock;
 use crate::oauth::TokenEndpoint;
-use crate::policy::{self, Availability};
 use crate::pool_file::{Kind, PoolFile, Row};
 use crate::refresh::Flights;
 use crate::request::{Failure, ResolveRequest};
 use crate::secret::{fingerprint, Secret};
+use policy::Availability;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -163,6 +166,8 @@ pub struct Pool {
     /// starting a watch thread and an inotify descriptor for it cost more than the whole
     /// resolve (tearing the descriptor down took 80-90 % of `hap token`'s 12-16 ms).
     watch_wanted: AtomicBool,
+    /// hap agent (issue 15): set when the config's `agent` key is prefer or require.
+    agent: Option<crate::agent::client::Link>,
 }
 
 /// The token a row serves, from whichever store is its authority.
@@ -245,19 +250,10 @@ fn scrub(text: &str) -> String {
             c => Some(c),
         })
         .collect();
-    let mut out = String::with_capacity(text.len().min(500));
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("sk-ant-") {
-        out.push_str(&rest[..i]);
-        out.push_str("[redacted]");
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            .unwrap_or(tail.len());
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out.chars().take(500).collect()
+    crate::secret::redact_tokens(&text)
+        .chars()
+        .take(500)
+        .collect()
 }
 
 /// Reads a store, giving a writer that rewrites it in place (truncate, then write: not
@@ -342,8 +338,13 @@ impl Pool {
             rr_cursor: AtomicUsize::new(0),
             watch: OnceLock::new(),
             watch_wanted: AtomicBool::new(false),
+            agent: crate::agent::client::Link::new(&cfg),
             cfg,
         };
+        // hap agent (issue 15): a pool that defers to a running agent never reads a store.
+        if pool.agent.as_ref().is_some_and(|a| a.defers_open()) {
+            return Ok(pool);
+        }
         drop(pool.current(false, false)?);
         Ok(pool)
     }
@@ -662,6 +663,14 @@ impl Pool {
     /// docs/SPEC.md, "Resolve": sync, pick, return a valid token, refreshing when it needs it.
     pub fn resolve(&self, req: &ResolveRequest) -> Result<Token> {
         req.check()?;
+        // hap agent (issue 15): the agent's answer, when the config asks for it and one answers.
+        if let Some(r) = self
+            .agent
+            .as_ref()
+            .and_then(|a| a.resolve(req, self.cfg.refresh_skew_ms))
+        {
+            return r;
+        }
         let n = self.counters.resolves.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 2 {
             // A handle that resolves twice is a long-lived one: now the store watch pays.
@@ -804,6 +813,10 @@ impl Pool {
     /// docs/SPEC.md, "Reporting a failure": what a caller saw when it used a token.
     pub fn report_failure(&self, f: &Failure) -> Result<FailureOutcome> {
         f.check()?;
+        // hap agent (issue 15): see `resolve`.
+        if let Some(r) = self.agent.as_ref().and_then(|a| a.report_failure(f)) {
+            return r;
+        }
         let (row, served) = {
             let v = self.current(true, false)?;
             let row = v
@@ -925,11 +938,22 @@ impl Pool {
         }
     }
 
-    /// A snapshot with no side effects and no secrets.
+    /// A snapshot with no side effects and no secrets, as the JSON `hap_pool_status` returns
+    /// (the keys of [`PoolStatus`], in its field order).
     pub fn status(&self) -> Result<Value> {
+        // hap agent (issue 15): see `resolve`.
+        if let Some(r) = self.agent.as_ref().and_then(|a| a.status()) {
+            return r;
+        }
+        Ok(serde_json::to_value(self.pool_status()?).expect("plain strings and numbers serialize"))
+    }
+
+    /// A snapshot with no side effects and no secrets, typed. (A pool that defers to the
+    /// agent answers `status` through it; this typed view is always the local one.)
+    pub fn pool_status(&self) -> Result<PoolStatus> {
         let v = self.current(false, false)?;
         let sole = v.sole_live();
-        let creds: Vec<Value> = v
+        let credentials = v
             .rows
             .iter()
             .map(|r| {
@@ -947,43 +971,92 @@ impl Pool {
                 } else {
                     r.last_status.clone()
                 };
-                json!({
-                    "credential_id": r.id,
-                    "label": r.label,
-                    "source": r.source,
-                    "auth_type": r.auth_type,
-                    "priority": r.priority,
-                    "last_status": last_status,
-                    "available": pair.is_some() && availability == Availability::Available,
-                    "available_at_ms": match availability { Availability::CoolingUntil(at) => Some(at), _ => None },
-                    "expires_at_ms": pair.as_ref().and_then(|p| p.expires_at_ms),
-                    "has_token": pair.is_some(),
-                    "last_error_code": r.last_error_code,
-                    "last_error_reason": r.last_error_reason,
-                    "request_count": r.request_count.saturating_add(v.picks.get(&r.id).copied().unwrap_or(0)),
-                })
+                CredentialStatus {
+                    credential_id: r.id.clone(),
+                    label: r.label.clone(),
+                    source: r.source.clone(),
+                    auth_type: r.auth_type.clone(),
+                    priority: r.priority,
+                    last_status,
+                    available: pair.is_some() && availability == Availability::Available,
+                    available_at_ms: match availability {
+                        Availability::CoolingUntil(at) => Some(at),
+                        _ => None,
+                    },
+                    expires_at_ms: pair.as_ref().and_then(|p| p.expires_at_ms),
+                    has_token: pair.is_some(),
+                    last_error_code: r.last_error_code,
+                    last_error_reason: r.last_error_reason.clone(),
+                    request_count: r
+                        .request_count
+                        .saturating_add(v.picks.get(&r.id).copied().unwrap_or(0)),
+                }
             })
             .collect();
         let c = &self.counters;
         let path =
             |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
-        Ok(json!({
-            "provider": self.cfg.provider,
-            "pool_path": path(&self.cfg.pool_path),
-            "credentials_path": path(&self.cfg.credentials_path),
-            "strategy": self.cfg.strategy.as_str(),
-            "credentials": creds,
-            "counters": {
-                "resolves": c.resolves.load(Ordering::Relaxed),
-                "refresh_posts": c.refresh_posts.load(Ordering::Relaxed),
-                "refresh_adopted": c.refresh_adopted.load(Ordering::Relaxed),
-                "journal_recoveries": c.journal_recoveries.load(Ordering::Relaxed),
-                "lock_waits": c.lock_waits.load(Ordering::Relaxed),
-                "store_reads": c.store_reads.load(Ordering::Relaxed),
-                "store_writes": c.store_writes.load(Ordering::Relaxed),
+        Ok(PoolStatus {
+            provider: self.cfg.provider.clone(),
+            pool_path: path(&self.cfg.pool_path),
+            credentials_path: path(&self.cfg.credentials_path),
+            strategy: self.cfg.strategy.as_str().to_string(),
+            credentials,
+            counters: PoolCounters {
+                resolves: c.resolves.load(Ordering::Relaxed),
+                refresh_posts: c.refresh_posts.load(Ordering::Relaxed),
+                refresh_adopted: c.refresh_adopted.load(Ordering::Relaxed),
+                journal_recoveries: c.journal_recoveries.load(Ordering::Relaxed),
+                lock_waits: c.lock_waits.load(Ordering::Relaxed),
+                store_reads: c.store_reads.load(Ordering::Relaxed),
+                store_writes: c.store_writes.load(Ordering::Relaxed),
             },
-        }))
+        })
     }
+}
+
+/// What `hap_pool_status` returns (docs/ABI.md, "status"): no token, no fingerprint.
+/// Serializes to exactly that JSON, keys in field order.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PoolStatus {
+    pub provider: String,
+    pub pool_path: Option<String>,
+    pub credentials_path: Option<String>,
+    /// `fill_first`, `round_robin`, `random` or `least_used`.
+    pub strategy: String,
+    pub credentials: Vec<CredentialStatus>,
+    pub counters: PoolCounters,
+}
+
+/// One credential of a [`PoolStatus`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CredentialStatus {
+    pub credential_id: String,
+    pub label: String,
+    pub source: String,
+    pub auth_type: String,
+    pub priority: i64,
+    /// `ok`, `refresh_pending`, `exhausted`, `dead`, or none yet.
+    pub last_status: Option<String>,
+    pub available: bool,
+    pub available_at_ms: Option<i64>,
+    pub expires_at_ms: Option<i64>,
+    pub has_token: bool,
+    pub last_error_code: Option<i64>,
+    pub last_error_reason: Option<String>,
+    pub request_count: u64,
+}
+
+/// This handle's counters since it was opened.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PoolCounters {
+    pub resolves: u64,
+    pub refresh_posts: u64,
+    pub refresh_adopted: u64,
+    pub journal_recoveries: u64,
+    pub lock_waits: u64,
+    pub store_reads: u64,
+    pub store_writes: u64,
 }
 
 /// A bench (exhausted or dead, or a 401 marker) that no longer applies because the row's

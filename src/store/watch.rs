@@ -152,6 +152,10 @@ impl Drop for StoreWatch {
 }
 
 /// The watcher thread: poll the inotify descriptor and the stop pipe; flag changes.
+///
+/// # Safety
+/// `fd` is an inotify descriptor and `stop` the read end of a pipe, both open until this
+/// returns.
 unsafe fn run(
     fd: libc::c_int,
     stop: libc::c_int,
@@ -173,7 +177,9 @@ unsafe fn run(
                 revents: 0,
             },
         ];
-        let rc = libc::poll(fds.as_mut_ptr(), 2, -1);
+        // SAFETY: `fds` is two initialised pollfd on this stack frame; both descriptors are
+        // open (the caller's contract).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if rc < 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
@@ -185,7 +191,8 @@ unsafe fn run(
             return;
         }
         loop {
-            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            // SAFETY: `buf` is writable for `buf.len()` bytes; `fd` is open.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 break;
             }
@@ -193,8 +200,10 @@ unsafe fn run(
             let n = n as usize;
             let header = std::mem::size_of::<libc::inotify_event>();
             while off + header <= n {
+                // SAFETY: `off + header <= n <= buf.len()`: the event header lies inside the
+                // bytes the kernel wrote; read_unaligned because they carry no alignment.
                 let ev: libc::inotify_event =
-                    std::ptr::read_unaligned(buf.as_ptr().add(off).cast());
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
                 let name_bytes = &buf[off + header..(off + header + ev.len as usize).min(n)];
                 let name_end = name_bytes
                     .iter()

@@ -1,0 +1,15 @@
+//! Where token pairs live, and the files hap keeps beside them.
+//!
+//! * [`credentials`]: Claude Code's `~/.claude/.credentials.json` (borrowed rows' authority).
+//! * [`pool_file`]: Hermes' `~/.hermes/auth.json` (the pool; owned rows are their own authority).
+//! * [`journal`]: hap's write-ahead journal beside each store (issue 10's durability rules).
+//! * [`fsio`]: reads with a stamp, atomic same-directory replace, symlink-aware targets.
+//! * [`watch`]: inotify on the store directories, the hot path's stand-in for `stat`.
+//!
+//! Layering (checked by `tests/layering.rs`): nothing here imports `pool`, `refresh` or `ffi`.
+
+pub mod credentials;
+pub mod fsio;
+pub mod journal;
+pub mod pool_file;
+pub mod watch;
