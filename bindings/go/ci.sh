@@ -44,3 +44,25 @@ go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 echo "--- go test -race"
 go test -race -count=1 -timeout 300s ./...
+
+# hapauth: the http.RoundTripper / oauth2.TokenSource adapters, a module of its
+# own so that golang.org/x/oauth2 stays out of this one; hapauth/sdktest: the
+# recipe for the official SDK (anthropic-sdk-go/v2, Go 1.25+), test-only, its
+# own module too. Both reach this binding through a `replace` to ../, so they
+# link the same libhap (CGO_LDFLAGS above applies).
+echo "--- hapauth: go vet, staticcheck, go test -race"
+(
+  cd hapauth
+  go vet ./...
+  go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+  go test -race -count=1 -timeout 120s ./...
+)
+# No separate go vet and no -race here: the package is one test file (go test
+# runs vet's default checks on it), and compiling the SDK is most of this
+# step: ~135 s of CPU with a cold Go cache (measured); -race would compile it
+# again. hapauth's own tests above run the same Transport under -race.
+echo "--- hapauth/sdktest (official Go SDK recipe): go test"
+(
+  cd hapauth/sdktest
+  go test -count=1 -timeout 120s ./...
+)

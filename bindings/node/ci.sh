@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI for bindings/node (hap-oauth). Called by the repo's .ci/run after
 # `cargo build --release` with HAP_LIBRARY_PATH exported; also runnable by hand.
-# Installs everything from the npm registry, then: eslint, tsc, node --test,
+# Installs everything from the npm registry (hap-oauth's dev tools, the ffi-napi
+# fork, the official Anthropic SDK for the recipe test), then: eslint, tsc, node --test,
 # and a short benchmark run (it must work; its figures are not judged here).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -30,6 +31,8 @@ npm_ci "$here"
 echo "== npm ci (test/ffi-napi: @2060.io/ffi-napi + ref-napi, built with node-gyp)"
 npm_ci "$here/test/ffi-napi"
 node -e "require('./test/ffi-napi/node_modules/@2060.io/ffi-napi'); require('./test/ffi-napi/node_modules/@2060.io/ref-napi')"
+echo "== npm ci (test/anthropic-sdk: the official @anthropic-ai/sdk, for the createFetch recipe test)"
+npm_ci "$here/test/anthropic-sdk"
 
 echo "== eslint"
 npx --no-install eslint .

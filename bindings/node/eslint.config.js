@@ -7,11 +7,14 @@ const nodeGlobals = Object.fromEntries(
     'require', 'module', 'exports', '__dirname', '__filename', 'process', 'Buffer', 'console',
     'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'fetch',
     'structuredClone', 'FinalizationRegistry', 'URL',
+    // fetch's companions (lib/fetch.js and its tests)
+    'Headers', 'Request', 'Response', 'Blob', 'FormData', 'URLSearchParams', 'ReadableStream',
+    'AbortController', 'TextEncoder',
   ].map((name) => [name, 'readonly']),
 );
 
 module.exports = [
-  { ignores: ['node_modules/**', 'test/ffi-napi/node_modules/**', 'test/types/**', 'prebuilds/**'] },
+  { ignores: ['node_modules/**', 'test/ffi-napi/node_modules/**', 'test/anthropic-sdk/node_modules/**', 'test/types/**', 'prebuilds/**'] },
   js.configs.recommended,
   {
     files: ['**/*.js'],

@@ -264,3 +264,28 @@ export declare function abiVersion(): { major: number; minor: number };
 export declare function libraryPath(): string;
 /** libhap's static name for a status value ("HAP_STATUS_UNKNOWN" for unknown values). */
 export declare function statusName(status: number): string;
+
+/** The `anthropic-beta` value that OAuth bearer tokens need: "oauth-2025-04-20". */
+export declare const OAUTH_BETA: 'oauth-2025-04-20';
+
+/** A WHATWG fetch: the global one, or anything with its signature. */
+export type FetchFunction = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+export interface CreateFetchOptions {
+  /** An open Pool, opened once and shared by every request of the process. */
+  pool: Pool;
+  /** The fetch to wrap. Default: globalThis.fetch. */
+  fetch?: FetchFunction;
+  /** Passed to every pool.resolveToken (e.g. { minValidityMs }). */
+  resolveOptions?: ResolveOptions;
+}
+
+/**
+ * A fetch that sends every request with the pool's token (`Authorization:
+ * Bearer`, `anthropic-beta` with oauth-2025-04-20, no `x-api-key`) and reports
+ * 401/429 to the pool. A 401 gets one refresh and one retry; a 429 is retried
+ * once only when the pool hands out another credential, else handed back.
+ * Rejects with the pool's HapError (e.g. NoCredentialError) when there is no
+ * token to send.
+ */
+export declare function createFetch(options: CreateFetchOptions): FetchFunction;

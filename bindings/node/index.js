@@ -5,6 +5,7 @@
 const util = require('node:util');
 const ffi = require('./lib/ffi.js');
 const errors = require('./lib/errors.js');
+const { createFetch, OAUTH_BETA } = require('./lib/fetch.js');
 
 const { errorFromStatus, PoolClosedError, HapError, Status } = errors;
 
@@ -255,6 +256,8 @@ module.exports = {
   abiVersion,
   libraryPath,
   statusName,
+  createFetch,
+  OAUTH_BETA,
   HapLoadError: ffi.HapLoadError,
   ...errors,
 };

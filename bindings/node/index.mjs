@@ -9,6 +9,8 @@ export const {
   abiVersion,
   libraryPath,
   statusName,
+  createFetch,
+  OAUTH_BETA,
   Status,
   HapLoadError,
   HapError,
