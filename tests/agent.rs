@@ -478,9 +478,13 @@ fn killed_at(point: &str) -> (FakeServer, Home, Value, PathBuf, AgentProc) {
     assert_eq!(c["mcpOAuth"], json!({"keep": "me"}));
     // Restarted: the stale socket is replaced, the lock directory taken over.
     let again = AgentProc::start(&h, &agent_cfg(&cfg), Some(&xdg), &["--lead", "10s"], &[]);
+    // A token other than A1: while A1 has not expired, a resolve whose refresh must wait
+    // (the dead agent's journal record says its POST may have gone out) still serves A1,
+    // which is no evidence that the restarted agent recovered anything.
     assert!(
         wait_until(Duration::from_secs(20), || {
-            again.ask(r#"{"op": "resolve", "min_validity_ms": 10000}"#)["ok"] == true
+            let r = again.ask(r#"{"op": "resolve", "min_validity_ms": 10000}"#);
+            r["ok"] == true && r["result"]["access_token"] != A1
         }),
         "{}",
         again.log()
