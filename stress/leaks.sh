@@ -58,7 +58,7 @@ if command -v valgrind >/dev/null; then
   fi
   grep -E "ERROR SUMMARY|definitely lost|indirectly lost|possibly lost|still reachable|in use at exit" "$LOG" | sed 's/^==[0-9]*== /  /'
   python3 -c 'import json,sys; s=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("  worker: %(calls)s resolves, %(ok)s ok, %(refreshed)s refreshed, errors %(errors)s" % s)' "$TMP/vg.out" || true
-  VG_SUMMARY=$(grep -E "ERROR SUMMARY" "$LOG" | sed 's/^==[0-9]*== //; s/ (suppressed: \([0-9]*\) .*/, suppressed \1 (the static TLS config, valgrind.supp)/')
+  VG_SUMMARY=$(grep -E "ERROR SUMMARY" "$LOG" | sed 's/^==[0-9]*== //; s/ (suppressed: \([0-9]*\) .*/, suppressed \1 (see valgrind.supp)/')
   VG_LOST=$(grep -E "definitely lost" "$LOG" | sed 's/^==[0-9]*== *//' || echo "definitely lost: 0 bytes (no leaks reported)")
 else
   echo "  valgrind is not installed and apt-get is unavailable: skipped"
