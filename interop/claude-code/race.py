@@ -638,8 +638,8 @@ def capture(args, servers, work, out_dir):
                 os.makedirs(home)
                 servers.admin("/_admin/reset", {})
                 oauth = {
-                    "accessToken": "sk-ant-oat01-fake-parity-expired",
-                    "refreshToken": "sk-ant-ort01-fake-parity-%s" % name,
+                    "accessToken": "sk-ant-oat01-fake.parity-expired",
+                    "refreshToken": "sk-ant-ort01-fake.parity-%s" % name,
                     "expiresAt": 1_700_000_000_000,
                     **extra,
                     "subscriptionType": SUBSCRIPTION,
