@@ -1,4 +1,4 @@
-"""Build hook: put libhap inside the `hap` package of the wheel.
+"""Build hook: put libhap inside the `hap_oauth` package of the wheel.
 
 Everything else about the package lives in pyproject.toml. At build time the library comes from,
 in order:
@@ -86,8 +86,8 @@ class BuildPyWithLibhap(build_py):
     def run(self) -> None:
         super().run()
         lib = _library()
-        # An editable install imports hap/ from the source tree, so the library goes there.
-        dest_dir = HERE / "hap" if self.editable_mode else Path(self.build_lib) / "hap"
+        # An editable install imports hap_oauth/ from the source tree, so the library goes there.
+        dest_dir = HERE / "hap_oauth" if self.editable_mode else Path(self.build_lib) / "hap_oauth"
         dest_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(lib, dest_dir / LIB_NAME)
 

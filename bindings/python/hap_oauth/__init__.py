@@ -1,6 +1,6 @@
 """hap: one Anthropic OAuth session shared safely by every process on the machine.
 
-    import hap
+    import hap_oauth as hap
 
     with hap.Pool(pool_path="~/.hermes/auth.json") as pool:
         token = pool.resolve_token()
