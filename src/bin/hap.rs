@@ -7,6 +7,8 @@
 
 #[path = "hap/doctor.rs"]
 mod doctor;
+#[path = "hap/generate.rs"]
+mod generate;
 #[path = "hap/status.rs"]
 mod status;
 #[path = "hap/ui.rs"]
@@ -349,6 +351,9 @@ fn report(cfg: Config, f: Failure, json: bool) -> Result<ExitCode, Error> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = generate::from_args() {
+        return code;
+    }
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Status { json }
