@@ -26,7 +26,7 @@ if [[ -n "${HAP_LIBRARY_PATH:-}" ]]; then
         -w "$WORK/wheel" "$HERE"
     "$BIN/python" - "$WORK/wheel" <<'PY'
 import pathlib, sys, zipfile
-wheels = list(pathlib.Path(sys.argv[1]).glob("hap-*-py3-none-linux_*.whl"))
+wheels = list(pathlib.Path(sys.argv[1]).glob("hap_oauth-*-py3-none-linux_*.whl"))
 assert len(wheels) == 1, wheels
 names = zipfile.ZipFile(wheels[0]).namelist()
 assert "hap_oauth/libhap.so" in names and "hap_oauth/py.typed" in names, names
