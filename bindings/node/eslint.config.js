@@ -11,7 +11,7 @@ const nodeGlobals = Object.fromEntries(
 );
 
 module.exports = [
-  { ignores: ['node_modules/**', 'test/ffi-napi/node_modules/**', 'test/types/**', 'prebuilds/**'] },
+  { ignores: ['node_modules/**', 'test/ffi-napi/node_modules/**', 'test/types/**'] },
   js.configs.recommended,
   {
     files: ['**/*.js'],
