@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=HAP_UPDATE_HEADER");
+    soname();
     let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo");
     let out_dir = std::env::var("OUT_DIR").expect("set by cargo");
     let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml"))
@@ -25,5 +26,26 @@ fn main() {
         }
         // A half-edited source tree must still let `cargo check` report the real error.
         Err(e) => println!("cargo:warning=cbindgen could not generate the header: {e}"),
+    }
+}
+
+/// `HAP_SONAME=libhap.so.<ABI major>` (set by scripts/dist) gives the cdylib that SONAME, so a
+/// program linked against the installed `libhap.so` records `libhap.so.0` and keeps working
+/// across compatible (same ABI major) upgrades. Only the packaging build sets it, as cargo-c
+/// does for librsvg and rav1e: an everyday `target/release/libhap.so` has no SONAME, so the
+/// in-tree programs linked with `-Ltarget/release -lhap` (C smoke test, stress, bench) find it
+/// under its own name without a `libhap.so.0` beside it.
+fn soname() {
+    println!("cargo:rerun-if-env-changed=HAP_SONAME");
+    let Ok(name) = std::env::var("HAP_SONAME") else {
+        return;
+    };
+    let major = name.strip_prefix("libhap.so.").unwrap_or("");
+    assert!(
+        !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()),
+        "HAP_SONAME must be libhap.so.<ABI major>, got {name:?}"
+    );
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{name}");
     }
 }

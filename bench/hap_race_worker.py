@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-import hap
+import hap_oauth as hap
 
 
 def main():

@@ -19,7 +19,7 @@ import common
 
 sys.path.insert(0, os.path.join(common.REPO, "bindings/python"))
 os.environ.setdefault("HAP_LIBRARY_PATH", common.LIB)
-import hap
+import hap_oauth as hap
 
 
 def main():

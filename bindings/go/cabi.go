@@ -4,21 +4,30 @@ package hap
 // include/hap.h: Go strings in, (status, owned strings copied out) back. The
 // idiomatic layer in pool.go never sees a C pointer except through rawPool.
 //
-// Linking: by default the package links the libhap.so that `cargo build --release`
-// leaves in the repository's target/release and records that directory as an
-// rpath, so a test binary or program runs without LD_LIBRARY_PATH. To link another
-// copy, add its directory through the environment, e.g.
+// Linking: libhap is linked statically, so a program is self-contained and keeps working
+// wherever its binary is moved (no libhap.so to find at run time, no rpath, no
+// LD_LIBRARY_PATH). The static library comes from, first that exists:
 //
-//	CGO_LDFLAGS="-L/opt/hap/lib -Wl,-rpath,/opt/hap/lib" go build ./...
+//   - lib/<goos>-<goarch>/libhap.a inside this module: the released module carries the
+//     prebuilt library (built for glibc 2.17+) and include/hap.h, as wasmtime-go ships
+//     libwasmtime.a, so `go get` needs nothing but Go and a C compiler;
+//   - ../../target/release/libhap.a in a checkout of the hap repository (development:
+//     `cargo build --release` at the repository root).
 //
-// (flags from CGO_LDFLAGS come before the ones below, so -L there wins).
-// HAP_LIBRARY_PATH, which the Python and Node bindings read at run time, means
-// nothing to a linked Go binary: the dynamic loader picks libhap.so through the
-// rpath or LD_LIBRARY_PATH.
+// To link another copy, put its directory first: CGO_LDFLAGS="-L/opt/hap/lib" (flags from
+// CGO_LDFLAGS come before the ones below). To link the system's shared libhap.so.0 instead
+// (installed from dist/c, found through pkg-config), build with `-tags hap_system`.
+// HAP_LIBRARY_PATH, which the Python and Node bindings read at run time, means nothing to a
+// linked Go binary.
+//
+// A prebuilt platform needs its line below and its lib/<goos>-<goarch>/libhap.a in the
+// module; unsupported.go names the platforms that have both.
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -lhap -Wl,-rpath,${SRCDIR}/../../target/release
+#cgo CFLAGS: -I${SRCDIR}/include -I${SRCDIR}/../../include
+#cgo !hap_system,linux,amd64 LDFLAGS: -L${SRCDIR}/lib/linux-amd64
+#cgo !hap_system LDFLAGS: -L${SRCDIR}/../../target/release -l:libhap.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+#cgo hap_system pkg-config: hap
 #include <stdlib.h>
 #include "hap.h"
 */

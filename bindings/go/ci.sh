@@ -6,18 +6,14 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-# The package links ../../target/release/libhap.so by default. If CI points
-# HAP_LIBRARY_PATH at another build, link (and rpath) that one instead.
+# The package links ../../target/release/libhap.a (statically) by default. If CI points
+# HAP_LIBRARY_PATH at another build, link the libhap.a beside it instead.
 if [[ -n "${HAP_LIBRARY_PATH:-}" ]]; then
   libdir="$(cd "$(dirname "$HAP_LIBRARY_PATH")" && pwd)"
-  if [[ "$(basename "$HAP_LIBRARY_PATH")" != "libhap.so" ]]; then
-    echo "ci.sh: HAP_LIBRARY_PATH must name a file called libhap.so (got $HAP_LIBRARY_PATH)" >&2
-    exit 1
-  fi
-  export CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir ${CGO_LDFLAGS:-}"
-  lib="$HAP_LIBRARY_PATH"
+  export CGO_LDFLAGS="-L$libdir ${CGO_LDFLAGS:-}"
+  lib="$libdir/libhap.a"
 else
-  lib="../../target/release/libhap.so"
+  lib="../../target/release/libhap.a"
 fi
 if [[ ! -f "$lib" ]]; then
   echo "ci.sh: $lib not found: run 'cargo build --release' at the repository root first" >&2

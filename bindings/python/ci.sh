@@ -20,7 +20,7 @@ echo "== python binding: pip install ./bindings/python (cargo build --release, b
 # Without HAP_LIBRARY_PATH the build hook runs cargo on the repo (a no-op after .ci/run's build).
 env -u HAP_LIBRARY_PATH "$BIN/python" -m pip install --quiet --disable-pip-version-check "$HERE"
 (cd / && env -u HAP_LIBRARY_PATH "$BIN/python" -c \
-    'import hap; print("installed", hap.__version__, "loads", hap.library_path(), hap.abi_version())')
+    'import hap_oauth as hap; print("installed", hap.__version__, "loads", hap.library_path(), hap.abi_version())')
 
 if [[ -n "${HAP_LIBRARY_PATH:-}" ]]; then
     echo "== python binding: wheel built from HAP_LIBRARY_PATH (cargo skipped)"
@@ -28,21 +28,21 @@ if [[ -n "${HAP_LIBRARY_PATH:-}" ]]; then
         -w "$WORK/wheel" "$HERE"
     "$BIN/python" - "$WORK/wheel" <<'PY'
 import pathlib, sys, zipfile
-wheels = list(pathlib.Path(sys.argv[1]).glob("hap-*-py3-none-linux_*.whl"))
+wheels = list(pathlib.Path(sys.argv[1]).glob("hap_oauth-*-py3-none-linux_*.whl"))
 assert len(wheels) == 1, wheels
 names = zipfile.ZipFile(wheels[0]).namelist()
-assert "hap/libhap.so" in names and "hap/py.typed" in names, names
-print("wheel", wheels[0].name, "bundles hap/libhap.so")
+assert "hap_oauth/libhap.so" in names and "hap_oauth/py.typed" in names, names
+print("wheel", wheels[0].name, "bundles hap_oauth/libhap.so")
 PY
 fi
 
 cd "$HERE"
 echo "== python binding: ruff"
-"$BIN/ruff" check hap tests bench demo_worker.py setup.py hermes_plugin
-"$BIN/ruff" format --check hap tests bench demo_worker.py setup.py hermes_plugin
+"$BIN/ruff" check hap_oauth tests bench demo_worker.py setup.py hermes_plugin
+"$BIN/ruff" format --check hap_oauth tests bench demo_worker.py setup.py hermes_plugin
 
 echo "== python binding: mypy --strict"
-"$BIN/mypy" --strict hap demo_worker.py bench/bench_resolve.py bench/bench_loop_stall.py \
+"$BIN/mypy" --strict hap_oauth demo_worker.py bench/bench_resolve.py bench/bench_loop_stall.py \
     hermes_plugin/hap_oauth_hermes
 
 echo "== python binding: pytest"

@@ -5,7 +5,7 @@
         python3 bindings/python/demo_worker.py
 
 Works with the installed package, or straight from the checkout with HAP_LIBRARY_PATH set
-(this file's folder holds the `hap` source package).
+(this file's folder holds the `hap_oauth` source package).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 def main() -> int:
     pid = os.getpid()
     try:
-        import hap
+        import hap_oauth as hap
     except ImportError as exc:
         print(
             json.dumps({"lang": "python", "pid": pid, "error": "IMPORT_ERROR", "message": str(exc)})

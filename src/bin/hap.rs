@@ -12,6 +12,8 @@ mod agent;
 mod doctor;
 #[path = "hap/exec.rs"]
 mod exec;
+#[path = "hap/generate.rs"]
+mod generate;
 #[path = "hap/status.rs"]
 mod status;
 #[path = "hap/ui.rs"]
@@ -394,6 +396,9 @@ fn report(cfg: Config, f: Failure, json: bool) -> Result<ExitCode, Error> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = generate::from_args() {
+        return code;
+    }
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Status { json }

@@ -46,7 +46,7 @@ def main():
     mv = env.get("HAP_STRESS_MIN_VALIDITY_MS")
     kwargs = {"min_validity_ms": int(mv)} if mv else {}
     try:
-        import hap
+        import hap_oauth as hap
 
         pool = hap.Pool(json.loads(env["HAP_STRESS_CONFIG"]))
     except Exception as exc:

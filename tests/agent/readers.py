@@ -85,10 +85,7 @@ def socket_reader(path, min_validity_ms, go, every_ms):
 
 def binding_reader(config, go, every_ms):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bindings", "python"))
-    try:  # the package's name on PyPI may differ from the import path in the checkout
-        import hap_oauth as hap  # type: ignore[import-not-found]
-    except ImportError:
-        import hap  # type: ignore[no-redef]
+    import hap_oauth as hap  # type: ignore[import-not-found]
     cfg = json.loads(config)
     kind = "python-agent" if cfg.get("agent", "off") != "off" else "python"
     pool = hap.Pool(cfg)

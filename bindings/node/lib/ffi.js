@@ -15,10 +15,13 @@ function requireKoffi() {
   try {
     koffiModule = require('koffi');
   } catch (err) {
+    // Installed from a registry or a tarball, koffi sits beside hap-oauth. It is missing when
+    // the checkout's folder was linked (`npm install ./bindings/node`): npm links a folder and
+    // installs none of its dependencies.
     throw new HapLoadError(
-      `hap-oauth cannot load koffi (${err.message.split('\n')[0]}). A folder installed with ` +
-        '`npm install ./bindings/node` is linked, not copied, and needs its own dependencies: ' +
-        'run `npm ci` in bindings/node, or install with `npm install --install-links ./bindings/node`.',
+      `hap-oauth cannot load koffi (${err.message.split('\n')[0]}). If hap-oauth is a link ` +
+        'to a checkout (npm install ./bindings/node), run `npm ci` in that bindings/node ' +
+        'folder; otherwise install the released packages: `npm install hap-oauth`.',
       [],
     );
   }
@@ -51,6 +54,31 @@ function libraryFileName() {
 }
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
+const PACKAGE = JSON.parse(fs.readFileSync(path.join(PACKAGE_DIR, 'package.json'), 'utf8'));
+// The checkout (bindings/node beside the crate) may load the repository build; an installed
+// copy never looks outside its own node_modules.
+const CHECKOUT_ROOT = path.resolve(PACKAGE_DIR, '..', '..');
+const IN_CHECKOUT = fs.existsSync(path.join(CHECKOUT_ROOT, 'Cargo.toml')) && fs.existsSync(path.join(CHECKOUT_ROOT, 'include', 'hap.h'));
+
+// The prebuilt library for this machine comes in the package @hap-oauth/<key>, named the way
+// esbuild and napi-rs name theirs (linux-x64-gnu, linux-arm64-gnu, ...). npm installs only the
+// one whose os/cpu/libc match, out of the optionalDependencies of the published package.json.
+function platformKey() {
+  if (process.platform !== 'linux') return `${process.platform}-${process.arch}`;
+  // Node reports glibcVersionRuntime only when it runs on glibc.
+  const report = process.report;
+  const excludeNetwork = report.excludeNetwork;
+  report.excludeNetwork = true; // no DNS lookups just to read the header
+  try {
+    return `linux-${process.arch}-${report.getReport().header.glibcVersionRuntime ? 'gnu' : 'musl'}`;
+  } finally {
+    report.excludeNetwork = excludeNetwork;
+  }
+}
+
+function platformPackage() {
+  return `@hap-oauth/${platformKey()}`;
+}
 
 // HAP_LIBRARY_PATH is an override, not a first guess: when it is set and wrong,
 // loading fails rather than silently testing some other copy of the library.
@@ -58,10 +86,44 @@ function candidates() {
   const fromEnv = process.env.HAP_LIBRARY_PATH;
   if (fromEnv) return [{ path: path.resolve(fromEnv), origin: 'HAP_LIBRARY_PATH' }];
   const name = libraryFileName();
-  return [
-    { path: path.join(PACKAGE_DIR, 'prebuilds', `${process.platform}-${process.arch}`, name), origin: 'bundled copy' },
-    { path: path.resolve(PACKAGE_DIR, '..', '..', 'target', 'release', name), origin: 'repository build' },
-  ];
+  const list = [];
+  const pkg = platformPackage();
+  let dir = null;
+  try {
+    dir = path.dirname(require.resolve(`${pkg}/package.json`, { paths: [PACKAGE_DIR] }));
+  } catch {
+    // not installed: load() explains how to get it
+  }
+  if (dir) list.push({ path: path.join(dir, name), origin: pkg });
+  if (IN_CHECKOUT) list.push({ path: path.join(CHECKOUT_ROOT, 'target', 'release', name), origin: 'repository build' });
+  return list;
+}
+
+// What to do when no candidate loaded: the advice depends on how hap-oauth got here.
+function installAdvice() {
+  const pkg = platformPackage();
+  const version = (PACKAGE.optionalDependencies || {})[pkg];
+  const prebuilt = Object.keys(PACKAGE.optionalDependencies || {}).filter((n) => n.startsWith('@hap-oauth/'));
+  const build =
+    'or build libhap yourself (`cargo build --release` in the hap repository) and set ' +
+    'HAP_LIBRARY_PATH to the absolute path of target/release/libhap.so.';
+  if (IN_CHECKOUT) {
+    return 'This is a checkout: run `cargo build --release` at the repository root, or set HAP_LIBRARY_PATH to the absolute path of a libhap.so.';
+  }
+  if (version) {
+    const tgz = `${pkg.slice(1).replace('/', '-')}-${version}.tgz`;
+    return (
+      `The prebuilt libhap for this machine comes in ${pkg}, an optional dependency of hap-oauth that is not installed ` +
+      '(npm leaves optional dependencies out with --omit=optional, and cannot fetch them when hap-oauth came from a tarball ' +
+      `and no registry has them). Install it beside hap-oauth: \`npm install ${pkg}@${version}\` ` +
+      `(from tarballs: \`npm install ./${tgz} ./hap-oauth-${PACKAGE.version}.tgz\`), ${build}`
+    );
+  }
+  return (
+    `hap-oauth ${PACKAGE.version} has no prebuilt libhap for ${platformKey()}` +
+    (prebuilt.length ? ` (prebuilt: ${prebuilt.map((n) => n.slice('@hap-oauth/'.length)).join(', ')})` : '') +
+    `; ${build}`
+  );
 }
 
 function raiseStackSizes(koffi) {
@@ -157,9 +219,14 @@ function load() {
     loaded = { path: candidate.path, abi: { major, minor }, fns };
     return loaded;
   }
+  if (process.env.HAP_LIBRARY_PATH) {
+    throw new HapLoadError(
+      `cannot load libhap from HAP_LIBRARY_PATH: ${tried.join('; ')}. Point it at an existing libhap.so, or unset it to use the installed one.`,
+      triedPaths,
+    );
+  }
   throw new HapLoadError(
-    `cannot load libhap; tried:\n  ${tried.join('\n  ')}\n` +
-      'Set HAP_LIBRARY_PATH to the absolute path of libhap.so, or run `cargo build --release` at the hap repository root.',
+    `cannot load libhap; ${tried.length ? `tried:\n  ${tried.join('\n  ')}\n` : ''}${installAdvice()}`,
     triedPaths,
   );
 }

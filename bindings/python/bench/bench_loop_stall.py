@@ -29,7 +29,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Callable
 
-import hap
+import hap_oauth as hap
 
 REPO = Path(__file__).resolve().parents[3]
 

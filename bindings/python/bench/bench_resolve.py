@@ -28,8 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(1, str(HERE.parent))  # the checkout's package when hap is not installed
 
-import hap  # noqa: E402
-from hap import _ffi  # noqa: E402
+import hap_oauth as hap  # noqa: E402
+from hap_oauth import _ffi  # noqa: E402
 
 HERMES_SNIPPET = r"""
 import json, statistics, sys, timeit

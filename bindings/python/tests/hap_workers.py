@@ -7,7 +7,7 @@ from typing import Any
 
 def resolve_once(config: dict[str, Any], barrier: Any, results: Any) -> None:
     """Open a pool, wait for every sibling, resolve once, send back what was returned."""
-    import hap
+    import hap_oauth as hap
 
     try:
         with hap.Pool(config) as pool:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import pytest
 
-import hap
+import hap_oauth as hap
 
 from conftest import FakeServer, Home
 

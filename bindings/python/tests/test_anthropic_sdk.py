@@ -18,7 +18,7 @@ import hashlib
 import anthropic
 import pytest
 
-import hap
+import hap_oauth as hap
 
 from conftest import FakeServer, Home, MessagesApi
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import hap
+import hap_oauth as hap
 
 from conftest import FakeServer, Home
 from hap_workers import resolve_once

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hap
+import hap_oauth as hap
 
 from conftest import FakeServer, Home, now_ms
 

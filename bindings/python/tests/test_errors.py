@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import hap
-from hap import _errors
+import hap_oauth as hap
+from hap_oauth import _errors
 
 from conftest import FakeServer, Home, now_ms
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import hap
-from hap import _errors, _ffi
+import hap_oauth as hap
+from hap_oauth import _errors, _ffi
 
 from conftest import REPO_ROOT
 
@@ -44,9 +44,9 @@ def test_header_declares_the_nine_functions_of_abi_md() -> None:
 def test_every_header_function_is_declared_with_its_arity() -> None:
     in_header = header_functions()
     missing = sorted(set(in_header) - set(_ffi.SIGNATURES))
-    assert not missing, f"include/hap.h declares functions hap/_ffi.py does not: {missing}"
+    assert not missing, f"include/hap.h declares functions hap_oauth/_ffi.py does not: {missing}"
     stale = sorted(set(_ffi.SIGNATURES) - set(in_header))
-    assert not stale, f"hap/_ffi.py declares functions include/hap.h does not: {stale}"
+    assert not stale, f"hap_oauth/_ffi.py declares functions include/hap.h does not: {stale}"
     for name, (_restype, argtypes) in _ffi.SIGNATURES.items():
         assert len(argtypes) == in_header[name], name
         fn = getattr(_ffi.lib, name)
@@ -131,7 +131,7 @@ def _import_hap(env_library_path: str | None) -> subprocess.CompletedProcess[str
     if env_library_path is not None:
         env["HAP_LIBRARY_PATH"] = env_library_path
     return subprocess.run(
-        [sys.executable, "-c", "import hap; print(hap.library_path())"],
+        [sys.executable, "-c", "import hap_oauth as hap; print(hap.library_path())"],
         env=env,
         capture_output=True,
         text=True,

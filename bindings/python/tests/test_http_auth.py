@@ -15,7 +15,7 @@ import httpx
 import pytest
 import requests
 
-import hap
+import hap_oauth as hap
 
 from conftest import HOUR_MS, FakeServer, Home, MessagesApi, now_ms
 

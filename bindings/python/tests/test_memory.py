@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import hap
+import hap_oauth as hap
 
 from conftest import FakeServer, Home
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import hap
+import hap_oauth as hap
 
 from conftest import ACCESS_1, HOUR_MS, REFRESH_1, FakeServer, Home, now_ms
 
@@ -210,11 +210,11 @@ def test_cli_status(valid: Home) -> None:
     with hap.Pool(valid.config()) as pool:
         pool.resolve_token()
     result = subprocess.run(
-        [sys.executable, "-m", "hap", "status", "--config", json.dumps(valid.config())],
+        [sys.executable, "-m", "hap_oauth", "status", "--config", json.dumps(valid.config())],
         capture_output=True,
         text=True,
         check=False,
-        cwd="/",  # not this folder: `-m hap` must find the package under test
+        cwd="/",  # not this folder: `-m hap_oauth` must find the package under test
     )
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
@@ -227,11 +227,11 @@ def test_cli_status_reports_errors_by_name(home: Home) -> None:
     home.pool_path.parent.mkdir(parents=True)
     home.pool_path.write_text("not json{")
     result = subprocess.run(
-        [sys.executable, "-m", "hap", "status", "--pool-path", str(home.pool_path)],
+        [sys.executable, "-m", "hap_oauth", "status", "--pool-path", str(home.pool_path)],
         capture_output=True,
         text=True,
         check=False,
-        cwd="/",  # not this folder: `-m hap` must find the package under test
+        cwd="/",  # not this folder: `-m hap_oauth` must find the package under test
     )
     assert result.returncode == 1
     assert "HAP_STATUS_STORE_CORRUPT" in result.stderr
@@ -239,7 +239,7 @@ def test_cli_status_reports_errors_by_name(home: Home) -> None:
 
 def test_cli_version() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hap", "version"],
+        [sys.executable, "-m", "hap_oauth", "version"],
         capture_output=True,
         text=True,
         check=False,

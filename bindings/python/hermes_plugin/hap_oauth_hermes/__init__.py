@@ -126,17 +126,14 @@ def source_digest(obj: Any) -> str:
 
 
 def _binding() -> Any:
-    # The binding's import name: `hap_oauth` (its distribution is `hap-oauth`; a different
-    # project holds `hap` on the Python index). INTEGRATOR: drop the `hap` fallback once the
-    # binding's rename has landed.
-    for name in ("hap_oauth", "hap"):
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(mod, "Pool") and hasattr(mod, "HapError"):
-            return mod
-    raise ImportError("the hap Python binding (libhap) is not installed")
+    # The binding's distribution is `hap-oauth`, imported as `hap_oauth` (a different project
+    # holds `hap` on the Python index).
+    try:
+        return importlib.import_module("hap_oauth")
+    except ImportError as e:
+        raise ImportError(
+            "the hap Python binding is not installed: pip install hap-oauth"
+        ) from e
 
 
 def _paths() -> tuple[str, str]:

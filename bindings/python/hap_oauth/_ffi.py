@@ -56,9 +56,10 @@ def find_library() -> str:
     bundled = Path(__file__).resolve().parent / LIBRARY_NAME
     if not bundled.is_file():
         raise ImportError(
-            f"hap: {LIBRARY_NAME} is not bundled in {bundled.parent} (a source checkout, not an "
-            "installed package): run `pip install ./bindings/python`, or set HAP_LIBRARY_PATH "
-            "to the absolute path of a built libhap"
+            f"hap_oauth: {LIBRARY_NAME} is not bundled in {bundled.parent} (a source checkout, "
+            "not an installed package): install the package (`pip install hap-oauth`; in a "
+            "checkout `pip install ./bindings/python`), or set HAP_LIBRARY_PATH to the absolute "
+            "path of a built libhap"
         )
     return str(bundled)
 
@@ -70,7 +71,7 @@ def check_abi(found: int, path: str) -> None:
         raise ImportError(
             f"hap: {path} implements libhap ABI {major}.{minor}, but the hap Python package "
             f"{__version__} needs ABI {ABI_MAJOR}.{ABI_MINOR} (same major, minor >= "
-            f"{ABI_MINOR}); install a matching hap package or point HAP_LIBRARY_PATH at a "
+            f"{ABI_MINOR}); install a matching hap-oauth or point HAP_LIBRARY_PATH at a "
             "matching libhap"
         )
 

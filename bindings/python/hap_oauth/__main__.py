@@ -1,4 +1,4 @@
-"""``python -m hap status``: print the pool's status JSON (no secrets). Also ``version``."""
+"""``python -m hap_oauth status``: print the pool's status JSON (no secrets). Also ``version``."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hap", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hap_oauth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="print the pool status as JSON")
     status.add_argument(
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("version", help="print package, library and ABI versions")
     args = parser.parse_args(argv)
 
-    import hap
+    import hap_oauth as hap
 
     if args.command == "version":
         major, minor = hap.abi_version()

@@ -1,6 +1,6 @@
 """hap: one Anthropic OAuth session shared safely by every process on the machine.
 
-    import hap
+    import hap_oauth as hap
 
     pool = hap.Pool()                   # once per process; reuse it everywhere
     token = pool.resolve_token()
