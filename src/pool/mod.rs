@@ -8,14 +8,15 @@
 /// Pure rules: availability, benches, terminal reasons, strategies.
 pub mod policy;
 
+use crate::authority::{Authority, Stamp};
 use crate::clock::now_ms;
 use crate::config::{Config, Strategy};
 use crate::credentials::{CredentialsFile, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::fsio::FileStamp;
-use crate::lock::FileLock;
+use crate::lock::{FileLock, Held};
 use crate::oauth::TokenEndpoint;
-use crate::pool_file::{Kind, PoolFile, Row};
+use crate::pool_file::{Kind, PoolFile, PoolRow, Row};
 use crate::refresh::Flights;
 use crate::request::{Failure, ResolveRequest};
 use crate::secret::{fingerprint, Secret};
@@ -23,7 +24,7 @@ use policy::Availability;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What `hap_resolve_token` returns.
@@ -100,14 +101,15 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The cached view of both stores. `None` stamps mean "not read yet" (`known` false) or
-/// "file missing" (`known` true).
+/// The cached view of the pool file and the login's store. A `None` pool stamp means "not
+/// read yet" (`known` false) or "file missing" (`known` true); a login stamp that is
+/// `Stamp::Unknown` (a store no file stamp can watch) never matches, so it is re-read.
 #[derive(Default)]
 pub(crate) struct View {
     pool_known: bool,
     pool_stamp: Option<FileStamp>,
     creds_known: bool,
-    creds_stamp: Option<FileStamp>,
+    creds_stamp: Stamp,
     /// Set by every reload: the rows have not been reconciled with the credentials file.
     unsynced: bool,
     pub rows: Vec<Row>,
@@ -155,7 +157,9 @@ impl View {
 pub struct Pool {
     pub(crate) cfg: Config,
     pub(crate) pool_file: Option<PoolFile>,
-    pub(crate) creds: Option<CredentialsFile>,
+    /// The store of the login every `claude_code` row borrows (Claude Code's credentials
+    /// file), behind the store seam.
+    pub(crate) login: Option<Arc<dyn Authority>>,
     pub(crate) endpoint: TokenEndpoint,
     pub(crate) view: Mutex<View>,
     pub(crate) flights: Flights,
@@ -174,11 +178,7 @@ pub struct Pool {
 pub(crate) fn pair_for(row: &Row, creds_pair: Option<&TokenPair>) -> Option<TokenPair> {
     match row.kind() {
         Kind::Borrowed => creds_pair.cloned(),
-        Kind::Owned | Kind::Foreign => row.access_token.clone().map(|access| TokenPair {
-            access,
-            refresh: row.refresh_token.clone(),
-            expires_at_ms: row.expires_at_ms,
-        }),
+        Kind::Owned | Kind::Foreign => PoolRow::pair_of(row),
     }
 }
 
@@ -301,8 +301,8 @@ pub fn default_pool_without_hermes(cfg: &Config) -> bool {
 
 /// The id of the in-memory row that stands for the credentials file when there is no pool
 /// file: stable across processes, derived from the file's path.
-fn memory_row_id(creds: &CredentialsFile) -> String {
-    fingerprint(&creds.path().to_string_lossy())[7..13].to_string()
+fn memory_row_id(login: &dyn Authority) -> String {
+    fingerprint(&login.name())[7..13].to_string()
 }
 
 fn new_row_id(rows: &[Row]) -> String {
@@ -330,7 +330,10 @@ impl Pool {
                 .pool_path
                 .clone()
                 .map(|p| PoolFile::new(p, cfg.provider.clone())),
-            creds: cfg.credentials_path.clone().map(CredentialsFile::new),
+            login: cfg.credentials_path.clone().map(|p| {
+                Arc::new(CredentialsFile::new(p).with_claude_code_lock(cfg.claude_code_lock))
+                    as Arc<dyn Authority>
+            }),
             endpoint: TokenEndpoint::new(&cfg),
             view: Mutex::new(View::default()),
             flights: Flights::default(),
@@ -381,6 +384,25 @@ impl Pool {
         l
     }
 
+    /// The flock `held` has on the pool file, for a write of the rows inside a transaction
+    /// that already holds it (a second `flock` on it would wait on ourselves).
+    pub(crate) fn held_pool_lock<'a>(&self, held: &'a Held) -> Option<&'a FileLock> {
+        let paths = self.pool_file.as_ref()?.lock_paths().ok()?;
+        held.flock(&paths)
+    }
+
+    /// The store a row's pair lives in: the one place a row's kind picks its authority.
+    /// `None` when that store is not configured.
+    pub(crate) fn authority(&self, row: &Row) -> Option<Arc<dyn Authority>> {
+        match row.kind() {
+            Kind::Borrowed => self.login.clone(),
+            Kind::Owned | Kind::Foreign => self
+                .pool_file
+                .as_ref()
+                .map(|p| Arc::new(PoolRow::new(p.clone(), row.id.clone())) as Arc<dyn Authority>),
+        }
+    }
+
     /// Forgets the cached stamps so the next look re-reads both stores.
     pub(crate) fn invalidate(&self) {
         let mut v = self.lock_view();
@@ -396,7 +418,9 @@ impl Pool {
         if let Some(w) = self.watch.get() {
             if trust_watch && w.unchanged() {
                 let v = self.lock_view();
-                if v.pool_known && v.creds_known && !(sync && v.unsynced) {
+                // A login store the watch cannot see (no file) is never vouched for.
+                let watchable = !matches!(v.creds_stamp, Stamp::Unknown);
+                if v.pool_known && v.creds_known && watchable && !(sync && v.unsynced) {
                     return Ok(v);
                 }
             }
@@ -406,9 +430,9 @@ impl Pool {
             Some(p) => p.stamp()?,
             None => None,
         };
-        let creds_stamp = match &self.creds {
-            Some(c) => c.stamp()?,
-            None => None,
+        let creds_stamp = match &self.login {
+            Some(l) => l.stamp()?,
+            None => Stamp::File(None),
         };
         let (fresh, had_view) = {
             let v = self.lock_view();
@@ -448,13 +472,14 @@ impl Pool {
         if self.watch.get().is_some() || !self.watch_wanted.load(Ordering::Relaxed) {
             return;
         }
-        let files: Vec<&std::path::Path> = [
-            self.pool_file.as_ref().map(|p| p.path()),
-            self.creds.as_ref().map(|c| c.path()),
+        let files: Vec<std::path::PathBuf> = [
+            self.pool_file.as_ref().map(|p| p.path().to_path_buf()),
+            self.login.as_ref().and_then(|l| l.file()),
         ]
         .into_iter()
         .flatten()
         .collect();
+        let files: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
         if let Some(w) = crate::watch::StoreWatch::start(&files) {
             crate::log::debug(format_args!("store watch started"));
             let _ = self.watch.set(w);
@@ -470,14 +495,14 @@ impl Pool {
             Some(p) => Some(read_settled(settle, || p.read())?),
             None => None,
         };
-        let creds_read = match &self.creds {
-            Some(c) => read_settled(settle, || c.read())?,
+        let creds_read = match &self.login {
+            Some(l) => Some(read_settled(settle, || l.read_pair())?),
             None => None,
         };
         let mut v = self.lock_view();
         v.unsynced = true;
         v.creds_known = true;
-        v.creds_stamp = creds_read.as_ref().map(|r| r.stamp);
+        v.creds_stamp = creds_read.as_ref().map_or(Stamp::File(None), |r| r.stamp);
         v.creds_pair = creds_read.and_then(|r| r.pair);
         v.pool_known = true;
         match pool_read {
@@ -489,9 +514,9 @@ impl Pool {
                 // No pool file: one in-memory row stands for the credentials file, and its
                 // status lives as long as this handle.
                 v.pool_stamp = None;
-                if let (Some(creds), true) = (&self.creds, v.rows.is_empty()) {
+                if let (Some(login), true) = (&self.login, v.rows.is_empty()) {
                     if v.creds_pair.is_some() {
-                        v.rows.push(Row::new_borrowed(memory_row_id(creds), 0));
+                        v.rows.push(Row::new_borrowed(memory_row_id(&**login), 0));
                     }
                 }
             }
@@ -571,8 +596,8 @@ impl Pool {
                 // The credentials pair only informs the change (seeding, lifting a bench);
                 // an unreadable credentials file must not block a pool write, which may be
                 // the write-back of a refreshed owned row.
-                let creds_pair = match &self.creds {
-                    Some(c) => c.read().ok().flatten().and_then(|r| r.pair),
+                let creds_pair = match &self.login {
+                    Some(l) => l.read_pair().ok().and_then(|r| r.pair),
                     None => None,
                 };
                 let (read, out) = pf.update(lock, |rows| change(rows, creds_pair.as_ref()))?;
@@ -766,7 +791,10 @@ impl Pool {
             )
             .with_credential(id));
         }
-        match self.refresh(&row, &pair, force, min_validity) {
+        let Some(authority) = self.authority(&row) else {
+            return Err(Error::internal("a row whose store is not configured").with_credential(id));
+        };
+        match self.refresh(authority, &row, &pair, force, min_validity) {
             Ok(out) => {
                 if is_rejected(&row, &pair) && out.pair.access != pair.access {
                     self.note_retry(id, &out.pair);
@@ -921,20 +949,9 @@ impl Pool {
 
     /// The pair the row's authority holds right now, read from disk whatever the cache says.
     pub(crate) fn read_authority_pair(&self, row: &Row) -> Result<Option<TokenPair>> {
-        match row.kind() {
-            Kind::Borrowed => match &self.creds {
-                Some(c) => Ok(c.read()?.and_then(|r| r.pair)),
-                None => Ok(None),
-            },
-            Kind::Owned | Kind::Foreign => match &self.pool_file {
-                Some(p) => Ok(p
-                    .read()?
-                    .rows
-                    .iter()
-                    .find(|r| r.id == row.id)
-                    .and_then(|r| pair_for(r, None))),
-                None => Ok(None),
-            },
+        match self.authority(row) {
+            Some(a) => Ok(a.read_pair()?.pair),
+            None => Ok(None),
         }
     }
 

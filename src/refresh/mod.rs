@@ -58,17 +58,18 @@
 /// The token endpoint: one POST, its deadline, URL fallback and how an answer is read.
 pub mod oauth;
 
+use crate::authority::{Authority, Written};
 use crate::clock::now_ms;
 use crate::credentials::TokenPair;
 use crate::error::{Error, Result, Status};
 use crate::journal::{Entry, Journal, JournalDoc, Post};
-use crate::lock::{FileLock, RefreshLockDir};
+use crate::lock::Held;
 use crate::oauth::RefreshError;
-use crate::pool::{is_fresh, pair_for, Pool};
-use crate::pool_file::{Kind, Row};
+use crate::pool::{is_fresh, Pool};
+use crate::pool_file::Row;
+use crate::secret::Secret;
 use crate::{fault, log, policy};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -98,7 +99,7 @@ struct Flight {
 /// refused it (step 7). Served from memory and saved again at every later call.
 #[derive(Clone)]
 struct Unsaved {
-    authority: Authority,
+    authority: Arc<dyn Authority>,
     row_id: String,
     /// Fingerprint of the refresh token the POST spent: while the store holds that token,
     /// this pair is the login.
@@ -152,59 +153,17 @@ impl Drop for Leading<'_> {
     }
 }
 
-/// Where a row's tokens live, and so which locks and journal guard a refresh of it.
-#[derive(Clone)]
-enum Authority {
-    Credentials,
-    PoolRow(String),
-}
-
-/// Locks held for one transaction; dropped in reverse order of taking.
-struct Held {
-    pool: Option<FileLock>,
-    _refresh_dir: Option<RefreshLockDir>,
-    _creds: Option<FileLock>,
-}
-
-const GRANT_CREDENTIALS: &str = "credentials";
-
 impl Pool {
-    fn authority(row: &Row) -> Authority {
-        match row.kind() {
-            Kind::Borrowed => Authority::Credentials,
-            _ => Authority::PoolRow(row.id.clone()),
-        }
-    }
-
-    fn grant_key(&self, a: &Authority) -> String {
-        match a {
-            Authority::Credentials => GRANT_CREDENTIALS.to_string(),
-            Authority::PoolRow(id) => format!("{}/{id}", self.cfg.provider),
-        }
-    }
-
-    fn journal(&self, a: &Authority) -> Result<Journal> {
-        // Keyed on the file the store path resolves to: a symlink and its target are one
-        // store with one journal (issue 10, item 12).
-        let store = match a {
-            Authority::Credentials => self.creds.as_ref().map(|c| c.target()),
-            Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.target()),
-        };
-        store
-            .ok_or_else(|| Error::internal("refresh of a row without an authority"))?
-            .map(|s| Journal::for_store(&s))
-    }
-
     /// Step 1: in-process single flight around the transaction.
     pub(crate) fn refresh(
         &self,
+        authority: Arc<dyn Authority>,
         row: &Row,
         stale: &TokenPair,
         force: bool,
         min_validity: u64,
     ) -> Result<Outcome> {
-        let authority = Self::authority(row);
-        let key = self.grant_key(&authority);
+        let key = authority.grant_key();
         let (flight, leader) = {
             let mut map = self
                 .flights
@@ -257,77 +216,49 @@ impl Pool {
 
     /// Step 2: the authority's locks, in the one order every hap process uses
     /// (credentials lock, Claude Code's directory, then the pool lock), so no two deadlock.
-    fn take_locks(&self, a: &Authority) -> Result<Held> {
-        let deadline = self.deadline();
-        match a {
-            Authority::Credentials => {
-                let creds = self
-                    .creds
-                    .as_ref()
-                    .expect("borrowed rows need a credentials file");
-                let l = self.lock_file(&creds.lock_paths()?, deadline)?;
-                let dir = if self.cfg.claude_code_lock {
-                    let mut waited = false;
-                    let d = RefreshLockDir::acquire(
-                        &creds.refresh_lock_dir(),
-                        deadline,
-                        self.cfg.lock_timeout_ms,
-                        &mut waited,
-                    );
-                    if waited {
-                        self.counters.lock_waits.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Some(d?)
-                } else {
-                    None
-                };
-                Ok(Held {
-                    pool: None,
-                    _refresh_dir: dir,
-                    _creds: Some(l),
-                })
-            }
-            Authority::PoolRow(_) => {
-                let pf = self
-                    .pool_file
-                    .as_ref()
-                    .expect("owned rows live in a pool file");
-                Ok(Held {
-                    pool: Some(self.lock_file(&pf.lock_paths()?, deadline)?),
-                    _refresh_dir: None,
-                    _creds: None,
-                })
-            }
+    fn take_locks(&self, a: &dyn Authority) -> Result<Held> {
+        let mut waited = false;
+        let held = a.locks().and_then(|specs| {
+            Held::take(
+                &specs,
+                self.deadline(),
+                self.cfg.lock_timeout_ms,
+                &mut waited,
+            )
+        });
+        if waited {
+            self.counters.lock_waits.fetch_add(1, Ordering::Relaxed);
         }
+        held
     }
 
-    /// Writes the new pair to the authority and marks the row fresh, in the pool file too.
+    /// Writes the new pair to the authority, if it still holds `replaces`, and marks the
+    /// row fresh in the pool file.
+    #[allow(clippy::too_many_arguments)]
     fn commit_pair(
         &self,
-        a: &Authority,
+        a: &dyn Authority,
         held: &Held,
         row_id: &str,
+        replaces: Option<&Secret>,
         pair: &TokenPair,
         scopes: Option<&[String]>,
-    ) -> Result<()> {
-        if let Authority::Credentials = a {
-            self.creds
-                .as_ref()
-                .expect("credentials authority")
-                .write_pair(pair, scopes)?;
-            fault::point("after_store_write");
+    ) -> Result<Written> {
+        let written = a.write_pair(held, replaces, pair, scopes)?;
+        if written == Written::Moved {
+            log::debug(format_args!(
+                "row {row_id}: the store moved on; its pair stands"
+            ));
+            self.invalidate();
+            return Ok(written);
         }
-        let owned = matches!(a, Authority::PoolRow(_));
+        fault::point("after_store_write");
         let now_s = now_ms() as f64 / 1000.0;
         let fp = pair.access.fingerprint();
-        let result = self.update_rows(held.pool.as_ref(), |rows, _| {
+        let result = self.update_rows(self.held_pool_lock(held), |rows, _| {
             let Some(r) = rows.iter_mut().find(|r| r.id == row_id) else {
                 return Ok((false, ()));
             };
-            if owned {
-                r.access_token = Some(pair.access.clone());
-                r.refresh_token = pair.refresh.clone();
-            }
             r.expires_at_ms = pair.expires_at_ms;
             r.clear_status();
             r.last_status = Some(policy::STATUS_OK.into());
@@ -336,47 +267,22 @@ impl Pool {
             r.rejected_fingerprint = None;
             Ok((true, ()))
         });
-        match result {
-            Ok(()) => {}
-            // The pair is already safe in the authority (credentials file); a pool file we
-            // cannot update only loses a status line, so do not fail the refresh for it.
-            Err(e) if !owned => log::debug(format_args!(
+        // The pair is already safe in its store; a pool file we cannot update only loses a
+        // status line, so do not fail the refresh for it.
+        if let Err(e) = result {
+            log::debug(format_args!(
                 "row {row_id}: status not written: {}",
                 e.status.name()
-            )),
-            Err(e) => return Err(e),
+            ));
         }
-        if !owned {
-            fault::point("after_pool_write");
-        }
+        fault::point("after_pool_write");
         self.invalidate();
-        Ok(())
+        Ok(written)
     }
 
-    fn store_path(&self, a: &Authority) -> Option<PathBuf> {
-        match a {
-            Authority::Credentials => self.creds.as_ref().map(|c| c.path().to_path_buf()),
-            Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.path().to_path_buf()),
-        }
-    }
-
-    /// The pair the authority holds for `row_id` right now.
-    fn read_pair(&self, a: &Authority, row_id: &str) -> Result<Option<TokenPair>> {
-        match a {
-            Authority::Credentials => match &self.creds {
-                Some(c) => Ok(c.read()?.and_then(|r| r.pair)),
-                None => Ok(None),
-            },
-            Authority::PoolRow(_) => match &self.pool_file {
-                Some(p) => Ok(p
-                    .read()?
-                    .rows
-                    .iter()
-                    .find(|r| r.id == row_id)
-                    .and_then(|r| pair_for(r, None))),
-                None => Ok(None),
-            },
-        }
+    /// The pair the authority holds right now.
+    fn read_pair(&self, a: &dyn Authority) -> Result<Option<TokenPair>> {
+        Ok(a.read_pair()?.pair)
     }
 
     fn unsaved(&self, key: &str) -> Option<Unsaved> {
@@ -406,10 +312,17 @@ impl Pool {
         })
     }
 
-    /// Tries again to put an unsaved pair into the journal and the authority (locks held).
-    /// Either one is enough: the journal is replayed by whoever reads it next.
-    fn save_locked(&self, key: &str, held: &Held, u: &Unsaved) -> Result<()> {
-        let journal = self.journal(&u.authority)?;
+    /// Tries again to put an unsaved pair into the journal and the authority (locks held;
+    /// the store holds `replaces`). Either one is enough: the journal is replayed by whoever
+    /// reads it next. `Ok(true)` when the store now holds the pair.
+    fn save_locked(
+        &self,
+        key: &str,
+        held: &Held,
+        u: &Unsaved,
+        replaces: Option<&Secret>,
+    ) -> Result<bool> {
+        let journal = u.authority.journal()?;
         let journalled = journal.read().and_then(|mut doc| {
             if !doc.entries.iter().any(|e| e.id == u.entry.id) {
                 doc.entries.push(u.entry.clone());
@@ -417,15 +330,17 @@ impl Pool {
             doc.posts.retain(|p| p.grant != key);
             journal.write(&mut doc)
         });
-        let stored = self.commit_pair(&u.authority, held, &u.row_id, &u.pair, u.scopes.as_deref());
+        let stored = self.commit_pair(
+            &*u.authority,
+            held,
+            &u.row_id,
+            replaces,
+            &u.pair,
+            u.scopes.as_deref(),
+        );
         match (&journalled, &stored) {
             (Err(je), Err(se)) => {
-                let why = unsaved_why(
-                    journal.path(),
-                    je,
-                    self.store_path(&u.authority).as_deref(),
-                    se,
-                );
+                let why = unsaved_why(journal.path(), je, &u.authority.name(), se);
                 let mut map = self
                     .flights
                     .unsaved
@@ -439,7 +354,7 @@ impl Pool {
             _ => {
                 log::debug(format_args!("row {}: the unsaved pair is saved", u.row_id));
                 self.forget_unsaved(key);
-                Ok(())
+                Ok(matches!(stored, Ok(Written::Stored)))
             }
         }
     }
@@ -458,14 +373,14 @@ impl Pool {
         };
         let mut first_err = None;
         for (key, u) in pending {
-            let result = self.take_locks(&u.authority).and_then(|held| {
-                let store = self.read_pair(&u.authority, &u.row_id)?;
-                let holds_replaced = store
+            let result = self.take_locks(&*u.authority).and_then(|held| {
+                let store = self.read_pair(&*u.authority)?;
+                let holds = store.and_then(|p| p.refresh);
+                let holds_replaced = holds
                     .as_ref()
-                    .and_then(|p| p.refresh.as_ref())
                     .is_some_and(|r| r.fingerprint() == u.replaced);
                 if holds_replaced {
-                    self.save_locked(&key, &held, &u)
+                    self.save_locked(&key, &held, &u, holds.as_ref()).map(drop)
                 } else {
                     // The store moved on (our pair, a new login): nothing left to save.
                     self.forget_unsaved(&key);
@@ -498,7 +413,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn transaction(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         key: &str,
         row: &Row,
         stale: &TokenPair,
@@ -518,13 +433,13 @@ impl Pool {
             }
         }
 
-        let held = match self.take_locks(a) {
+        let held = match self.take_locks(&**a) {
             Ok(h) => h,
             Err(e) => return or_unsaved(e),
         };
 
         // Step 3: re-read; save an unsaved pair; adopt a sibling's rotation.
-        let read = match self.read_authority_pair(row) {
+        let read = match self.read_pair(&**a) {
             Ok(r) => r,
             Err(e) => return or_unsaved(e),
         };
@@ -536,14 +451,19 @@ impl Pool {
             .with_credential(&row.id)
         })?;
         let mut current = store_pair.clone();
+        // The refresh token the store holds as far as this transaction knows: what its
+        // next write replaces (the compare-and-set of `Authority::write_pair`).
+        let mut in_store = store_pair.refresh.clone();
         if let Some(u) = self.unsaved(key) {
             let holds_replaced = current
                 .refresh
                 .as_ref()
                 .is_some_and(|r| r.fingerprint() == u.replaced);
             if holds_replaced {
-                if let Err(e) = self.save_locked(key, &held, &u) {
-                    log::debug(format_args!("row {}: still unsaved: {e}", row.id));
+                match self.save_locked(key, &held, &u, in_store.as_ref()) {
+                    Ok(true) => in_store = u.pair.refresh.clone(),
+                    Ok(false) => {}
+                    Err(e) => log::debug(format_args!("row {}: still unsaved: {e}", row.id)),
                 }
                 if is_fresh(row, &u.pair, min_validity, now_ms()) {
                     return Ok(Outcome {
@@ -577,7 +497,7 @@ impl Pool {
         }
 
         // Step 4: the journal.
-        let journal = self.journal(a)?;
+        let journal = a.journal()?;
         let mut doc = journal.read()?;
         let mut dirty = doc.settle(key, &store_pair);
         // Follow the rotations the store missed: one entry, or a chain of rotated ones.
@@ -599,13 +519,23 @@ impl Pool {
                 row.id
             ));
             let pair = current.clone();
-            match self.commit_pair(a, &held, &row.id, &pair, entry.scopes.as_deref()) {
-                Ok(()) => {
+            let committed = self.commit_pair(
+                &**a,
+                &held,
+                &row.id,
+                in_store.as_ref(),
+                &pair,
+                entry.scopes.as_deref(),
+            );
+            match committed {
+                Ok(Written::Stored) => {
                     if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
                         e.committed = true;
                     }
                     dirty = true;
+                    in_store = pair.refresh.clone();
                 }
+                Ok(Written::Moved) => {}
                 // It is durable in the journal: served from there until a write works.
                 Err(e) => log::debug(format_args!(
                     "row {}: journalled pair not committed: {}",
@@ -759,6 +689,7 @@ impl Pool {
                 self.keep_new_pair(
                     a,
                     &held,
+                    in_store.as_ref(),
                     row,
                     key,
                     &journal,
@@ -867,8 +798,9 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn keep_new_pair(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         held: &Held,
+        in_store: Option<&Secret>,
         row: &Row,
         key: &str,
         journal: &Journal,
@@ -882,9 +814,22 @@ impl Pool {
         if journalled.is_ok() {
             fault::point("after_journal");
         }
-        let stored = self.commit_pair(a, held, &row.id, pair, scopes.as_deref());
+        let stored = self.commit_pair(&**a, held, &row.id, in_store, pair, scopes.as_deref());
         match (journalled, stored) {
-            (Ok(()), Ok(())) => {
+            // Another writer saved a pair while the token endpoint answered (the store no
+            // longer holds the token this POST spent): theirs stands, ours is served once.
+            (journalled, Ok(Written::Moved)) => {
+                if journalled.is_ok() {
+                    if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
+                        e.committed = true;
+                    }
+                    if let Err(e) = journal.write(doc) {
+                        log::debug(format_args!("journal commit mark not written: {e}"));
+                    }
+                }
+                self.forget_unsaved(key);
+            }
+            (Ok(()), Ok(Written::Stored)) => {
                 if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
                     e.committed = true;
                 }
@@ -895,7 +840,7 @@ impl Pool {
                 fault::point("after_commit");
                 self.forget_unsaved(key);
             }
-            (Err(e), Ok(())) => {
+            (Err(e), Ok(Written::Stored)) => {
                 log::debug(format_args!(
                     "row {}: journal not written ({}); the pair went to the store directly",
                     row.id,
@@ -909,7 +854,7 @@ impl Pool {
                 e.status.name()
             )),
             (Err(je), Err(se)) => {
-                let why = unsaved_why(journal.path(), &je, self.store_path(a).as_deref(), &se);
+                let why = unsaved_why(journal.path(), &je, &a.name(), &se);
                 log::debug(format_args!(
                     "row {}: pair kept in memory only: {why}",
                     row.id
@@ -938,8 +883,8 @@ impl Pool {
     /// The authority's pair while watching it: a store another tool is rewriting in place
     /// (truncate, then write) reads as garbage for a moment, which is "not yet", not an
     /// error; the transaction that follows reports a corruption that stays.
-    fn read_settling(&self, row: &Row) -> Result<Option<TokenPair>> {
-        match self.read_authority_pair(row) {
+    fn read_settling(&self, a: &dyn Authority) -> Result<Option<TokenPair>> {
+        match self.read_pair(a) {
             Err(e) if e.status == Status::StoreCorrupt => Ok(None),
             r => r,
         }
@@ -950,7 +895,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn watch_possibly_spent(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         key: &str,
         row: &Row,
         current: &TokenPair,
@@ -964,7 +909,7 @@ impl Pool {
         ));
         let until = Instant::now() + Duration::from_millis(left_ms.max(0) as u64);
         loop {
-            if let Some(now_pair) = self.read_settling(row)? {
+            if let Some(now_pair) = self.read_settling(&**a)? {
                 if now_pair.refresh != current.refresh {
                     self.invalidate();
                     if is_fresh(row, &now_pair, min_validity, now_ms()) {
@@ -993,7 +938,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn after_invalid_grant(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         key: &str,
         row: &Row,
         spent: &TokenPair,
@@ -1014,7 +959,7 @@ impl Pool {
                 Duration::ZERO
             };
         loop {
-            if let Some(now_pair) = self.read_settling(row)? {
+            if let Some(now_pair) = self.read_settling(&**a)? {
                 if now_pair.refresh != spent.refresh {
                     self.invalidate();
                     if is_fresh(row, &now_pair, min_validity, now_ms()) {
@@ -1046,7 +991,7 @@ impl Pool {
             std::thread::sleep(WATCH_POLL);
         }
         let dead_fp = self
-            .read_authority_pair(row)
+            .read_pair(&**a)
             .ok()
             .flatten()
             .map(|p| p.access.fingerprint());
@@ -1081,13 +1026,7 @@ fn unavailable(until_ms: i64, why: &str) -> Error {
 }
 
 /// Where a pair that no file took was refused, for the error of a process about to exit.
-fn unsaved_why(
-    journal: &std::path::Path,
-    je: &Error,
-    store: Option<&std::path::Path>,
-    se: &Error,
-) -> String {
-    let store = store.map_or_else(|| "the store".to_string(), |p| p.display().to_string());
+fn unsaved_why(journal: &std::path::Path, je: &Error, store: &str, se: &Error) -> String {
     format!(
         "journal {}: {}; store {store}: {}",
         journal.display(),

@@ -6,10 +6,12 @@
 //! field is rewritten only when its value changes. Writes are read-modify-write under
 //! `auth.lock`, so a sibling's change made a millisecond earlier is never undone.
 
-use crate::credentials::{json_ms, serialize_like};
+use crate::authority::{Authority, PairRead, Stamp, Written};
+use crate::credentials::{json_ms, serialize_like, TokenPair};
 use crate::error::{Error, Result};
 use crate::fsio::{self, FileStamp};
-use crate::lock::FileLock;
+use crate::journal::Journal;
+use crate::lock::{FileLock, Held, LockSpec};
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -384,6 +386,92 @@ impl PoolFile {
             },
             out,
         ))
+    }
+}
+
+/// One row of a pool file that owns its tokens (`Kind::Owned`) as a store: the pool file's
+/// stamp and `auth.lock`, and a write that changes only that row's pair.
+#[derive(Clone, Debug)]
+pub struct PoolRow {
+    file: PoolFile,
+    id: String,
+}
+
+impl PoolRow {
+    pub fn new(file: PoolFile, id: String) -> PoolRow {
+        PoolRow { file, id }
+    }
+
+    /// The row's own pair, as a store holds it (`None` without an access token).
+    pub fn pair_of(row: &Row) -> Option<TokenPair> {
+        row.access_token.clone().map(|access| TokenPair {
+            access,
+            refresh: row.refresh_token.clone(),
+            expires_at_ms: row.expires_at_ms,
+        })
+    }
+}
+
+impl Authority for PoolRow {
+    fn grant_key(&self) -> String {
+        format!("{}/{}", self.file.provider, self.id)
+    }
+
+    fn name(&self) -> String {
+        format!("{} (row {})", self.file.path.display(), self.id)
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        Some(self.file.path.clone())
+    }
+
+    fn stamp(&self) -> Result<Stamp> {
+        Ok(Stamp::File(self.file.stamp()?))
+    }
+
+    fn read_pair(&self) -> Result<PairRead> {
+        let read = self.file.read()?;
+        Ok(PairRead {
+            stamp: Stamp::File(read.stamp),
+            pair: read
+                .rows
+                .iter()
+                .find(|r| r.id == self.id)
+                .and_then(PoolRow::pair_of),
+        })
+    }
+
+    fn write_pair(
+        &self,
+        held: &Held,
+        replaces: Option<&Secret>,
+        pair: &TokenPair,
+        _scopes: Option<&[String]>,
+    ) -> Result<Written> {
+        let lock = held
+            .flock(&self.file.lock_paths()?)
+            .ok_or_else(|| Error::internal("a pool row's pair written without the pool lock"))?;
+        let (_, written) = self.file.update(lock, |rows| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == self.id) else {
+                return Ok((false, Written::Moved));
+            };
+            if r.refresh_token.as_ref() != replaces {
+                return Ok((false, Written::Moved));
+            }
+            r.access_token = Some(pair.access.clone());
+            r.refresh_token = pair.refresh.clone();
+            r.expires_at_ms = pair.expires_at_ms;
+            Ok((true, Written::Stored))
+        })?;
+        Ok(written)
+    }
+
+    fn locks(&self) -> Result<Vec<LockSpec>> {
+        Ok(vec![LockSpec::Flock(self.file.lock_paths()?)])
+    }
+
+    fn journal(&self) -> Result<Journal> {
+        Ok(Journal::for_store(&self.file.target()?))
     }
 }
 
