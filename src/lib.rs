@@ -38,6 +38,8 @@ mod config;
 /// cbindgen:ignore
 mod config_env;
 /// cbindgen:ignore
+mod counters;
+/// cbindgen:ignore
 mod error;
 /// cbindgen:ignore
 mod fault;

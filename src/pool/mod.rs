@@ -11,13 +11,15 @@ pub mod policy;
 use crate::authority::{Authority, Stamp};
 use crate::clock::now_ms;
 use crate::config::{Config, Strategy};
+use crate::counters::Counters;
 use crate::credentials::{CredentialsFile, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::fsio::FileStamp;
 use crate::lock::{FileLock, Held};
 use crate::oauth::TokenEndpoint;
+use crate::policy::{fresh_parts, is_fresh, is_rejected};
 use crate::pool_file::{Kind, PoolFile, PoolRow, Row};
-use crate::refresh::Flights;
+use crate::refresh::{Flights, Refresher, RowLedger};
 use crate::request::{Failure, ResolveRequest};
 use crate::secret::{fingerprint, Secret};
 use policy::Availability;
@@ -86,17 +88,6 @@ impl FailureOutcome {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub resolves: AtomicU64,
-    pub refresh_posts: AtomicU64,
-    pub refresh_adopted: AtomicU64,
-    pub journal_recoveries: AtomicU64,
-    pub lock_waits: AtomicU64,
-    pub store_reads: AtomicU64,
-    pub store_writes: AtomicU64,
-}
-
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -119,9 +110,6 @@ pub(crate) struct View {
     /// The access token last handed out per row: a reported failure is about that
     /// token, even if the store has moved on since.
     served: HashMap<String, Secret>,
-    /// Refresh back-off per grant (epoch ms), cached from the journal so a resolve during
-    /// a back-off does not take a lock just to learn it must not POST.
-    pub backoff_until: HashMap<String, i64>,
 }
 
 impl View {
@@ -199,38 +187,6 @@ fn token_ref<'a>(
         Kind::Borrowed => creds_pair.map(|p| (&p.access, p.expires_at_ms)),
         Kind::Owned | Kind::Foreign => row.access_token.as_ref().map(|a| (a, row.expires_at_ms)),
     }
-}
-
-/// Usable for at least `min_validity_ms` more, and not the token a caller saw refused.
-pub(crate) fn is_fresh(row: &Row, pair: &TokenPair, min_validity_ms: u64, now: i64) -> bool {
-    fresh_parts(row, &pair.access, pair.expires_at_ms, min_validity_ms, now)
-}
-
-fn fresh_parts(
-    row: &Row,
-    access: &Secret,
-    expires_at_ms: Option<i64>,
-    min_validity_ms: u64,
-    now: i64,
-) -> bool {
-    // Saturating: an expiry near i64::MIN (a wrapped `expires_in`) minus now wrapped to a
-    // huge positive margin, and a `min_validity_ms` of 2^63 or more cast to a negative one;
-    // either served an expired token as fresh (issue 10).
-    let long_enough = match expires_at_ms {
-        None => true,
-        Some(at) => at.saturating_sub(now) > i64::try_from(min_validity_ms).unwrap_or(i64::MAX),
-    };
-    long_enough && !is_rejected_token(row, access)
-}
-
-pub(crate) fn is_rejected(row: &Row, pair: &TokenPair) -> bool {
-    is_rejected_token(row, &pair.access)
-}
-
-fn is_rejected_token(row: &Row, access: &Secret) -> bool {
-    row.rejected_fingerprint
-        .as_deref()
-        .is_some_and(|fp| fp == access.fingerprint())
 }
 
 fn not_expired(pair: &TokenPair, now: i64) -> bool {
@@ -401,6 +357,24 @@ impl Pool {
                 .as_ref()
                 .map(|p| Arc::new(PoolRow::new(p.clone(), row.id.clone())) as Arc<dyn Authority>),
         }
+    }
+
+    /// The refresh transaction, with this handle as the ledger of its rows.
+    fn refresher(&self) -> Refresher<'_> {
+        Refresher {
+            flights: &self.flights,
+            endpoint: &self.endpoint,
+            counters: &self.counters,
+            lock_timeout_ms: self.cfg.lock_timeout_ms,
+            ledger: self,
+        }
+    }
+
+    /// Saves every pair of this process that no file holds yet (refresh step 7). A process
+    /// about to exit calls this: `Err` names the paths that refused the pair, which is lost
+    /// when the process ends. Also run when the pool is dropped.
+    pub fn save_unsaved(&self) -> Result<()> {
+        self.refresher().save_unsaved()
     }
 
     /// Forgets the cached stamps so the next look re-reads both stores.
@@ -794,7 +768,10 @@ impl Pool {
         let Some(authority) = self.authority(&row) else {
             return Err(Error::internal("a row whose store is not configured").with_credential(id));
         };
-        match self.refresh(authority, &row, &pair, force, min_validity) {
+        match self
+            .refresher()
+            .refresh(authority, &row, &pair, force, min_validity)
+        {
             Ok(out) => {
                 if is_rejected(&row, &pair) && out.pair.access != pair.access {
                     self.note_retry(id, &out.pair);
@@ -1029,6 +1006,69 @@ impl Pool {
                 store_writes: c.store_writes.load(Ordering::Relaxed),
             },
         })
+    }
+}
+
+/// What a refresh does to the rows (the refresh transaction knows the pool only as this).
+impl RowLedger for Pool {
+    fn mark_ok(&self, row_id: &str, pair: &TokenPair, held: &Held) {
+        let now = now_s();
+        let fp = pair.access.fingerprint();
+        let result = self.update_rows(self.held_pool_lock(held), |rows, _| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == row_id) else {
+                return Ok((false, ()));
+            };
+            r.expires_at_ms = pair.expires_at_ms;
+            r.clear_status();
+            r.last_status = Some(policy::STATUS_OK.into());
+            r.last_status_at = Some(now);
+            r.secret_fingerprint = Some(fp.clone());
+            r.rejected_fingerprint = None;
+            Ok((true, ()))
+        });
+        // The pair is already safe in its store; a pool file we cannot update only loses a
+        // status line, so the refresh does not fail for it.
+        if let Err(e) = result {
+            crate::log::debug(format_args!(
+                "row {row_id}: status not written: {}",
+                e.status.name()
+            ));
+        }
+    }
+
+    fn mark_dead(&self, row_id: &str, code: &str, token_fp: Option<String>) -> Result<()> {
+        let now = now_s();
+        self.update_rows(None, |rows, _| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == row_id) else {
+                return Ok((false, ()));
+            };
+            r.last_status = Some(policy::STATUS_DEAD.into());
+            r.last_status_at = Some(now);
+            r.last_error_code = Some(400);
+            r.last_error_reason = Some(code.to_string());
+            r.last_error_message = Some("refresh token rejected; log in again".into());
+            r.last_error_reset_at = None;
+            if token_fp.is_some() {
+                r.secret_fingerprint = token_fp.clone();
+            }
+            Ok((true, ()))
+        })
+    }
+
+    fn invalidate(&self) {
+        Pool::invalidate(self)
+    }
+}
+
+/// A pool dropped with a pair no file took tries once more to save it (a host that calls
+/// `hap_pool_free` right after a refresh on a full disk).
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.flights.has_unsaved() {
+            if let Err(e) = self.save_unsaved() {
+                crate::log::debug(format_args!("closing with an unsaved pair: {e}"));
+            }
+        }
     }
 }
 

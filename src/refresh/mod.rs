@@ -3,11 +3,18 @@
 //!
 //! Read this file top to bottom; it is the whole story.
 //!
+//! The transaction knows stores and locks, not the pool: a [`Refresher`] refreshes the pair
+//! of one store (`dyn Authority`, `store/authority.rs`: Claude Code's credentials file, an
+//! owned pool row, or any other store), takes the locks that store lists, and tells the pool
+//! what happened to its rows through [`RowLedger`] (mark ok, mark dead, look again). The pool
+//! builds a `Refresher` per call (`Pool::refresher`); `tests.rs` runs it with an in-memory
+//! store and no pool at all.
+//!
 //! 1. In-process single flight: one refresh per grant at a time; other threads wait for the
 //!    leader's result on a condvar (no mutex is held across network I/O or a lock wait).
-//! 2. Cross-process: take the authority's locks: `.credentials.lock`, then Claude Code's
-//!    `.oauth_refresh.lock` directory (if enabled) for the credentials file; `auth.lock` for
-//!    a row that owns its tokens. Bounded by `lock_timeout_ms`.
+//! 2. Cross-process: take the locks the store lists (`Authority::locks`): `.credentials.lock`,
+//!    then Claude Code's `.oauth_refresh.lock` directory (if enabled) for the credentials
+//!    file; `auth.lock` for a row that owns its tokens. Bounded by `lock_timeout_ms`.
 //! 3. Re-read the authority. A different access token, valid long enough, means a sibling
 //!    refreshed while we waited: adopt it, no POST. A pair of this process that no file
 //!    took yet (step 7) is saved again and served.
@@ -22,11 +29,14 @@
 //!    journal can be written at all: if it cannot (disk full, directory not writable),
 //!    nothing is POSTed, the refresh token stays unspent and the caller gets the error.
 //! 6. POST (see `oauth.rs` for URL fallback, redirects, size rules and the deadline).
-//! 7. Success: journal (fsync) -> write the authority -> mark the row ok -> commit. If the
+//! 7. Success: journal (fsync) -> write the authority -> mark the row ok -> commit. The store
+//!    write is a compare-and-set on the refresh token the store held when re-read in step 3
+//!    (as Claude Code's own save): if another writer saved a pair meanwhile, theirs stands,
+//!    ours is served to this caller and its journal entry is settled. If the
 //!    journal cannot be written now (the disk filled during the POST), the pair goes to the
 //!    authority directly; if that fails too, it stays in this process's memory, is served,
 //!    and every later call (and closing the pool) tries to save it again. A one-shot process
-//!    calls [`Pool::save_unsaved`] before it exits and fails loudly, naming the paths, if
+//!    calls `Pool::save_unsaved` before it exits and fails loudly, naming the paths, if
 //!    the pair is still nowhere (issue 10, item 1: a `?` here once dropped the only copy).
 //! 8. `invalid_grant`: record the token as spent, release the locks and watch the authority
 //!    for up to 3 s: an outside writer (an older Claude Code that takes no lock) may have
@@ -60,12 +70,13 @@ pub mod oauth;
 
 use crate::authority::{Authority, Written};
 use crate::clock::now_ms;
+use crate::counters::Counters;
 use crate::credentials::TokenPair;
 use crate::error::{Error, Result, Status};
 use crate::journal::{Entry, Journal, JournalDoc, Post};
 use crate::lock::Held;
-use crate::oauth::RefreshError;
-use crate::pool::{is_fresh, Pool};
+use crate::oauth::{RefreshError, TokenEndpoint};
+use crate::policy::is_fresh;
 use crate::pool_file::Row;
 use crate::secret::Secret;
 use crate::{fault, log, policy};
@@ -111,11 +122,56 @@ struct Unsaved {
     why: String,
 }
 
-/// In-flight refreshes of this process, by grant, and pairs still on their way to disk.
+/// What a refresh keeps between calls, per pool handle: in-flight refreshes by grant, pairs
+/// still on their way to disk, and the shared back-off learnt from the journal.
 #[derive(Default)]
 pub struct Flights {
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     unsaved: Mutex<HashMap<String, Unsaved>>,
+    /// Refresh back-off per grant (epoch ms), cached from the journal so a resolve during
+    /// a back-off does not take a lock just to learn it must not POST.
+    backoff_until: Mutex<HashMap<String, i64>>,
+}
+
+impl Flights {
+    /// Whether a pair no file took is waiting in memory (step 7).
+    pub fn has_unsaved(&self) -> bool {
+        !self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn backoff_until(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.backoff_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a refresh does to the pool's rows, and all it knows of the pool (which implements
+/// it in `pool/mod.rs`): refresh depends on stores and locks, the pool on refresh, never the
+/// other way round.
+pub(crate) trait RowLedger {
+    /// The row's store now holds `pair` (a refresh, a journal replay or a saved unsaved
+    /// pair): mark the row ok. `held` are the transaction's locks, the pool lock among them
+    /// when the row's store is the pool file. Best effort: the pair is safe in its store.
+    fn mark_ok(&self, row_id: &str, pair: &TokenPair, held: &Held);
+
+    /// The token endpoint refused the grant (`code`) and nobody saved a new pair: mark the
+    /// row dead. `token_fp`: the fingerprint of the access token its store holds now.
+    fn mark_dead(&self, row_id: &str, code: &str, token_fp: Option<String>) -> Result<()>;
+
+    /// A store changed behind the pool's cached view: look again at the next call.
+    fn invalidate(&self);
+}
+
+/// The refresh transaction for one pool handle: what it needs of the handle, borrowed.
+pub(crate) struct Refresher<'a> {
+    pub flights: &'a Flights,
+    pub endpoint: &'a TokenEndpoint,
+    pub counters: &'a Counters,
+    pub lock_timeout_ms: u64,
+    pub ledger: &'a dyn RowLedger,
 }
 
 /// Publishes the leader's result and retires the flight even if the leader panics, so
@@ -153,7 +209,7 @@ impl Drop for Leading<'_> {
     }
 }
 
-impl Pool {
+impl Refresher<'_> {
     /// Step 1: in-process single flight around the transaction.
     pub(crate) fn refresh(
         &self,
@@ -221,8 +277,8 @@ impl Pool {
         let held = a.locks().and_then(|specs| {
             Held::take(
                 &specs,
-                self.deadline(),
-                self.cfg.lock_timeout_ms,
+                Instant::now() + Duration::from_millis(self.lock_timeout_ms),
+                self.lock_timeout_ms,
                 &mut waited,
             )
         });
@@ -249,34 +305,13 @@ impl Pool {
             log::debug(format_args!(
                 "row {row_id}: the store moved on; its pair stands"
             ));
-            self.invalidate();
+            self.ledger.invalidate();
             return Ok(written);
         }
         fault::point("after_store_write");
-        let now_s = now_ms() as f64 / 1000.0;
-        let fp = pair.access.fingerprint();
-        let result = self.update_rows(self.held_pool_lock(held), |rows, _| {
-            let Some(r) = rows.iter_mut().find(|r| r.id == row_id) else {
-                return Ok((false, ()));
-            };
-            r.expires_at_ms = pair.expires_at_ms;
-            r.clear_status();
-            r.last_status = Some(policy::STATUS_OK.into());
-            r.last_status_at = Some(now_s);
-            r.secret_fingerprint = Some(fp.clone());
-            r.rejected_fingerprint = None;
-            Ok((true, ()))
-        });
-        // The pair is already safe in its store; a pool file we cannot update only loses a
-        // status line, so do not fail the refresh for it.
-        if let Err(e) = result {
-            log::debug(format_args!(
-                "row {row_id}: status not written: {}",
-                e.status.name()
-            ));
-        }
+        self.ledger.mark_ok(row_id, pair, held);
         fault::point("after_pool_write");
-        self.invalidate();
+        self.ledger.invalidate();
         Ok(written)
     }
 
@@ -359,10 +394,9 @@ impl Pool {
         }
     }
 
-    /// Saves every pair of this process that no file holds yet (step 7). A process about to
-    /// exit calls this: `Err` names the paths that refused the pair, which is lost when the
-    /// process ends. Also run when the pool is dropped.
-    pub fn save_unsaved(&self) -> Result<()> {
+    /// Saves every pair of this process that no file holds yet (step 7); see
+    /// `Pool::save_unsaved`.
+    pub(crate) fn save_unsaved(&self) -> Result<()> {
         let pending: Vec<(String, Unsaved)> = {
             let map = self
                 .flights
@@ -427,7 +461,7 @@ impl Pool {
             None => Err(e),
         };
         // A back-off learnt earlier: no lock, no I/O, no POST until it ends.
-        if let Some(&until) = self.lock_view().backoff_until.get(key) {
+        if let Some(&until) = self.flights.backoff_until().get(key) {
             if until > now_ms() {
                 return or_unsaved(unavailable(until, "the token endpoint is backing off"));
             }
@@ -483,7 +517,7 @@ impl Pool {
                 .refresh_adopted
                 .fetch_add(1, Ordering::Relaxed);
             log::debug(format_args!("row {}: adopted a sibling's rotation", row.id));
-            self.invalidate();
+            self.ledger.invalidate();
             return Ok(Outcome {
                 pair: current,
                 refreshed: false,
@@ -588,9 +622,7 @@ impl Pool {
                 .until_ms
                 .min(now.saturating_add(policy::REFRESH_BACKOFF_MAX_MS));
             if until > now {
-                self.lock_view()
-                    .backoff_until
-                    .insert(key.to_string(), until);
+                self.flights.backoff_until().insert(key.to_string(), until);
                 if dirty {
                     let _ = journal.write(&mut doc);
                 }
@@ -684,7 +716,7 @@ impl Pool {
                     doc.spent.push(token_fp.clone());
                 }
                 doc.backoff.remove(key);
-                self.lock_view().backoff_until.remove(key);
+                self.flights.backoff_until().remove(key);
                 // Step 7: from here on the pair is kept, whatever fails.
                 self.keep_new_pair(
                     a,
@@ -787,9 +819,7 @@ impl Pool {
             now_ms().saturating_add(policy::refresh_backoff_ms(b.failures, retry_after_ms));
         b.code = http_status.map(i64::from);
         let until = b.until_ms;
-        self.lock_view()
-            .backoff_until
-            .insert(key.to_string(), until);
+        self.flights.backoff_until().insert(key.to_string(), until);
         until
     }
 
@@ -890,6 +920,41 @@ impl Pool {
         }
     }
 
+    /// Watches the store, locks released, until `until` (read at least once) for a pair
+    /// whose refresh token is not `spent`'s: someone else saved one (a sibling, or an older
+    /// Claude Code that takes no lock). The one loop behind step 8 and the possibly-spent
+    /// window.
+    fn watch_store(
+        &self,
+        a: &dyn Authority,
+        spent: &TokenPair,
+        until: Instant,
+    ) -> Result<Option<TokenPair>> {
+        loop {
+            if let Some(now_pair) = self.read_settling(a)? {
+                if now_pair.refresh != spent.refresh {
+                    self.ledger.invalidate();
+                    return Ok(Some(now_pair));
+                }
+            }
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            std::thread::sleep(WATCH_POLL);
+        }
+    }
+
+    /// A pair someone else saved, served as it is.
+    fn adopted(&self, pair: TokenPair) -> Result<Outcome> {
+        self.counters
+            .refresh_adopted
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome {
+            pair,
+            refreshed: false,
+        })
+    }
+
     /// The possibly-spent window (module comment): watch the store instead of POSTing a
     /// refresh token whose last POST went unanswered moments ago; afterwards, the one retry.
     #[allow(clippy::too_many_arguments)]
@@ -908,28 +973,11 @@ impl Pool {
             row.id
         ));
         let until = Instant::now() + Duration::from_millis(left_ms.max(0) as u64);
-        loop {
-            if let Some(now_pair) = self.read_settling(&**a)? {
-                if now_pair.refresh != current.refresh {
-                    self.invalidate();
-                    if is_fresh(row, &now_pair, min_validity, now_ms()) {
-                        self.counters
-                            .refresh_adopted
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(Outcome {
-                            pair: now_pair,
-                            refreshed: false,
-                        });
-                    }
-                    return self.transaction(a, key, row, &now_pair, force, min_validity, false);
-                }
-            }
-            if Instant::now() >= until {
-                break;
-            }
-            std::thread::sleep(WATCH_POLL);
+        match self.watch_store(&**a, current, until)? {
+            Some(pair) if is_fresh(row, &pair, min_validity, now_ms()) => self.adopted(pair),
+            Some(pair) => self.transaction(a, key, row, &pair, force, min_validity, false),
+            None => self.transaction(a, key, row, current, force, min_validity, false),
         }
-        self.transaction(a, key, row, current, force, min_validity, false)
     }
 
     /// Step 8. The locks are released: a writer that takes them must be able to finish.
@@ -952,67 +1000,27 @@ impl Pool {
             "row {}: token endpoint said {code}; watching the store",
             row.id
         ));
-        let watch_until = Instant::now()
+        let until = Instant::now()
             + if watch {
                 INVALID_GRANT_WATCH
             } else {
                 Duration::ZERO
             };
-        loop {
-            if let Some(now_pair) = self.read_settling(&**a)? {
-                if now_pair.refresh != spent.refresh {
-                    self.invalidate();
-                    if is_fresh(row, &now_pair, min_validity, now_ms()) {
-                        self.counters
-                            .refresh_adopted
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(Outcome {
-                            pair: now_pair,
-                            refreshed: false,
-                        });
-                    }
-                    if may_retry {
-                        return self.transaction(
-                            a,
-                            key,
-                            row,
-                            &now_pair,
-                            force,
-                            min_validity,
-                            false,
-                        );
-                    }
-                    break;
-                }
+        match self.watch_store(&**a, spent, until)? {
+            Some(pair) if is_fresh(row, &pair, min_validity, now_ms()) => {
+                return self.adopted(pair)
             }
-            if Instant::now() >= watch_until {
-                break;
+            Some(pair) if may_retry => {
+                return self.transaction(a, key, row, &pair, force, min_validity, false)
             }
-            std::thread::sleep(WATCH_POLL);
+            _ => {}
         }
         let dead_fp = self
             .read_pair(&**a)
             .ok()
             .flatten()
             .map(|p| p.access.fingerprint());
-        let now_s = now_ms() as f64 / 1000.0;
-        let id = row.id.clone();
-        let code = code.to_string();
-        self.update_rows(None, |rows, _| {
-            let Some(r) = rows.iter_mut().find(|r| r.id == id) else {
-                return Ok((false, ()));
-            };
-            r.last_status = Some(policy::STATUS_DEAD.into());
-            r.last_status_at = Some(now_s);
-            r.last_error_code = Some(400);
-            r.last_error_reason = Some(code.clone());
-            r.last_error_message = Some("refresh token rejected; log in again".into());
-            r.last_error_reset_at = None;
-            if dead_fp.is_some() {
-                r.secret_fingerprint = dead_fp.clone();
-            }
-            Ok((true, ()))
-        })?;
+        self.ledger.mark_dead(&row.id, code, dead_fp)?;
         Err(Error::new(
             Status::ReauthRequired,
             format!("the token endpoint rejected the grant ({code}): log in again"),
@@ -1035,20 +1043,6 @@ fn unsaved_why(journal: &std::path::Path, je: &Error, store: &str, se: &Error) -
     )
 }
 
-/// A pool dropped with a pair no file took tries once more to save it (a host that calls
-/// `hap_pool_free` right after a refresh on a full disk).
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let pending = !self
-            .flights
-            .unsaved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
-        if pending {
-            if let Err(e) = self.save_unsaved() {
-                log::debug(format_args!("closing with an unsaved pair: {e}"));
-            }
-        }
-    }
-}
+/// The transaction with an in-memory store: test code only.
+#[cfg(test)]
+mod tests;

@@ -362,4 +362,28 @@ mod tests {
             [d.path().join("dotfiles/.credentials.lock")]
         );
     }
+
+    #[test]
+    fn the_store_write_is_a_compare_and_set_on_the_refresh_token() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".credentials.json");
+        let login = r#"{"claudeAiOauth": {"accessToken": "sk-ant-oat01-fake-a9", "refreshToken": "sk-ant-ort01-fake-r9", "expiresAt": 1}}"#;
+        std::fs::write(&p, login).unwrap();
+        let f = CredentialsFile::new(p.clone());
+        let held = Held::default();
+        let pair = TokenPair {
+            access: Secret::new("sk-ant-oat01-fake-a2"),
+            refresh: Some(Secret::new("sk-ant-ort01-fake-r2")),
+            expires_at_ms: Some(2),
+        };
+        // The store no longer holds r1 (a new login saved r9): nothing is written.
+        let stale = Secret::new("sk-ant-ort01-fake-r1");
+        let w = Authority::write_pair(&f, &held, Some(&stale), &pair, None).unwrap();
+        assert_eq!(w, Written::Moved);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), login);
+        let holds = Secret::new("sk-ant-ort01-fake-r9");
+        let w = Authority::write_pair(&f, &held, Some(&holds), &pair, None).unwrap();
+        assert_eq!(w, Written::Stored);
+        assert_eq!(Authority::read_pair(&f).unwrap().pair.unwrap(), pair);
+    }
 }

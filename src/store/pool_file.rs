@@ -559,4 +559,52 @@ mod tests {
         assert!(text.contains("secret_fingerprint"));
         assert!(text.contains("\"last_error_reset_at\": null"));
     }
+
+    #[test]
+    fn an_owned_row_writes_only_its_pair_and_only_over_the_token_it_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("auth.json");
+        std::fs::write(
+            &p,
+            r#"{"credential_pool": {"anthropic": [
+            {"id": "a1b2c3", "source": "manual", "auth_type": "oauth", "last_status": "exhausted",
+             "access_token": "sk-ant-oat01-fake-a1", "refresh_token": "sk-ant-ort01-fake-r1"}]}}"#,
+        )
+        .unwrap();
+        let f = PoolFile::new(p.clone(), "anthropic".into());
+        let row = PoolRow::new(f.clone(), "a1b2c3".into());
+        assert_eq!(row.grant_key(), "anthropic/a1b2c3");
+        let pair = TokenPair {
+            access: Secret::new("sk-ant-oat01-fake-a2"),
+            refresh: Some(Secret::new("sk-ant-ort01-fake-r2")),
+            expires_at_ms: Some(5),
+        };
+        let r1 = Secret::new("sk-ant-ort01-fake-r1");
+        // Without the pool lock the write refuses.
+        let unlocked = Held::default();
+        assert!(row.write_pair(&unlocked, Some(&r1), &pair, None).is_err());
+        let mut w = false;
+        let held = Held::take(
+            &row.locks().unwrap(),
+            Instant::now() + Duration::from_secs(1),
+            1000,
+            &mut w,
+        )
+        .unwrap();
+        let other = Secret::new("sk-ant-ort01-fake-r0");
+        assert_eq!(
+            row.write_pair(&held, Some(&other), &pair, None).unwrap(),
+            Written::Moved
+        );
+        assert_eq!(
+            row.write_pair(&held, Some(&r1), &pair, None).unwrap(),
+            Written::Stored
+        );
+        assert_eq!(row.read_pair().unwrap().pair.unwrap(), pair);
+        // The row's status is the pool's business, not the store's.
+        assert_eq!(
+            f.read().unwrap().rows[0].last_status.as_deref(),
+            Some("exhausted")
+        );
+    }
 }
