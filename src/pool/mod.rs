@@ -255,6 +255,16 @@ pub fn default_pool_without_hermes(cfg: &Config) -> bool {
     })
 }
 
+/// The store of the login `claude_code` rows borrow: the one place it is chosen. Claude
+/// Code's credentials file today; another login store (a Keychain item) is chosen here by
+/// its config key, and nothing else in pool or refresh changes.
+fn login_store(cfg: &Config) -> Option<Arc<dyn Authority>> {
+    cfg.credentials_path.clone().map(|p| {
+        Arc::new(CredentialsFile::new(p).with_claude_code_lock(cfg.claude_code_lock))
+            as Arc<dyn Authority>
+    })
+}
+
 /// The id of the in-memory row that stands for the credentials file when there is no pool
 /// file: stable across processes, derived from the file's path.
 fn memory_row_id(login: &dyn Authority) -> String {
@@ -286,10 +296,7 @@ impl Pool {
                 .pool_path
                 .clone()
                 .map(|p| PoolFile::new(p, cfg.provider.clone())),
-            login: cfg.credentials_path.clone().map(|p| {
-                Arc::new(CredentialsFile::new(p).with_claude_code_lock(cfg.claude_code_lock))
-                    as Arc<dyn Authority>
-            }),
+            login: login_store(&cfg),
             endpoint: TokenEndpoint::new(&cfg),
             view: Mutex::new(View::default()),
             flights: Flights::default(),
