@@ -13,5 +13,8 @@ pub mod authority;
 pub mod credentials;
 pub mod fsio;
 pub mod journal;
+/// An in-memory store for unit tests (test code only).
+#[cfg(test)]
+pub mod memory;
 pub mod pool_file;
 pub mod watch;
