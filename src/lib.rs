@@ -124,4 +124,9 @@ pub mod internals {
         request => crate::request,
         secret => crate::secret,
     }
+    /// The fleet authority (issue 16), for tests/redis.rs.
+    #[cfg(feature = "redis")]
+    pub mod redis {
+        pub use crate::store::redis::*;
+    }
 }
