@@ -59,6 +59,9 @@ pub struct Config {
     pub redis_prefix: Option<String>,
     /// PEM CA certificate for a `rediss://` server that a private CA signed.
     pub redis_ca_file: Option<PathBuf>,
+    /// The fleet's refresh lease, ms: renewed while held, so only a holder that stops
+    /// (paused, killed, cut off) loses it after this long.
+    pub redis_lease_ms: u64,
 }
 
 /// A directory named by an environment variable, when set and non-empty. A relative one
@@ -120,6 +123,7 @@ impl Default for Config {
             redis_password_file: None,
             redis_prefix: None,
             redis_ca_file: None,
+            redis_lease_ms: 10_000,
         }
     }
 }
@@ -324,6 +328,9 @@ impl Config {
                         _ => Some(want_str(key, v)?.to_string()),
                     }
                 }
+                "redis_lease_ms" => {
+                    c.redis_lease_ms = ms_in_range(key, "config key ", v, 100, MAX_TIMEOUT_MS)?
+                }
                 "redis_ca_file" => {
                     c.redis_ca_file = match v {
                         Value::Null => None,
@@ -367,6 +374,7 @@ impl Config {
             ("refresh_skew_ms", self.refresh_skew_ms, 0, MAX_VALIDITY_MS),
             ("lock_timeout_ms", self.lock_timeout_ms, 0, MAX_TIMEOUT_MS),
             ("http_timeout_ms", self.http_timeout_ms, 1, MAX_TIMEOUT_MS),
+            ("redis_lease_ms", self.redis_lease_ms, 100, MAX_TIMEOUT_MS),
         ];
         for (key, v, min, max) in keys {
             if !(min..=max).contains(&v) {
@@ -410,6 +418,7 @@ impl Config {
             "redis_password_file": p(&self.redis_password_file),
             "redis_prefix": self.redis_prefix,
             "redis_ca_file": p(&self.redis_ca_file),
+            "redis_lease_ms": self.redis_lease_ms,
         })
     }
 }

@@ -6,6 +6,8 @@
 //! changed or the token needs it. The refresh transaction itself lives in `refresh.rs`.
 
 /// Pure rules: availability, benches, terminal reasons, strategies.
+/// The fleet authority in Redis (issue 16), when `redis_url` is set.
+pub(crate) mod fleet;
 pub mod policy;
 
 use crate::clock::now_ms;
@@ -168,6 +170,8 @@ pub struct Pool {
     watch_wanted: AtomicBool,
     /// hap agent (issue 15): set when the config's `agent` key is prefer or require.
     agent: Option<crate::agent::client::Link>,
+    /// Issue 16: the login lives in Redis (config `redis_url`); no store file is used.
+    pub(crate) fleet: Option<fleet::Fleet>,
 }
 
 /// The token a row serves, from whichever store is its authority.
@@ -325,6 +329,12 @@ impl Pool {
             ));
             cfg.pool_path = None;
         }
+        let fleet = fleet::Fleet::open(&cfg)?;
+        if fleet.is_some() {
+            // The fleet's login is the one credential; no file of this host holds it.
+            cfg.pool_path = None;
+            cfg.credentials_path = None;
+        }
         let pool = Pool {
             pool_file: cfg
                 .pool_path
@@ -339,6 +349,7 @@ impl Pool {
             watch: OnceLock::new(),
             watch_wanted: AtomicBool::new(false),
             agent: crate::agent::client::Link::new(&cfg),
+            fleet,
             cfg,
         };
         // hap agent (issue 15): a pool that defers to a running agent never reads a store.
@@ -393,6 +404,9 @@ impl Pool {
     /// With `trust_watch`, a quiet store watch stands in for the two `stat` calls (see
     /// `watch.rs` for why that is safe only for serving a still-valid token).
     pub(crate) fn current(&self, sync: bool, trust_watch: bool) -> Result<MutexGuard<'_, View>> {
+        if let Some(f) = &self.fleet {
+            return self.fleet_current(f, trust_watch);
+        }
         if let Some(w) = self.watch.get() {
             if trust_watch && w.unchanged() {
                 let v = self.lock_view();
@@ -445,6 +459,12 @@ impl Pool {
     /// exist yet (no pool file before the first write) cannot be watched, and stat serves
     /// until it can.
     fn ensure_watch(&self) {
+        if let Some(f) = &self.fleet {
+            if self.watch_wanted.load(Ordering::Relaxed) {
+                f.start_watch();
+            }
+            return;
+        }
         if self.watch.get().is_some() || !self.watch_wanted.load(Ordering::Relaxed) {
             return;
         }
@@ -458,6 +478,36 @@ impl Pool {
         if let Some(w) = crate::watch::StoreWatch::start(&files) {
             crate::log::debug(format_args!("store watch started"));
             let _ = self.watch.set(w);
+        }
+    }
+
+    /// The fleet's view: the cache while the subscription vouches for it, else Redis. A
+    /// read that fails keeps the cache (fail closed happens in the refresh, which cannot
+    /// take the lease): a still-valid token goes on being served.
+    fn fleet_current(&self, f: &fleet::Fleet, trust_watch: bool) -> Result<MutexGuard<'_, View>> {
+        let known = self.lock_view().creds_known;
+        let Some(generation) = f.fresh_view(known && trust_watch) else {
+            return Ok(self.lock_view());
+        };
+        bump(&self.counters.store_reads);
+        match f.read() {
+            Ok(pair) => {
+                f.note_read(generation);
+                let mut v = self.lock_view();
+                v.creds_known = true;
+                v.pool_known = true;
+                v.unsynced = false;
+                v.creds_pair = pair;
+                if v.rows.is_empty() && v.creds_pair.is_some() {
+                    v.rows.push(Row::new_borrowed(f.row_id().to_string(), 0));
+                }
+                Ok(v)
+            }
+            Err(e) if known && e.status == Status::Unavailable => {
+                crate::log::debug(format_args!("{e}; serving the cached fleet view"));
+                Ok(self.lock_view())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -755,6 +805,20 @@ impl Pool {
         if !force && is_fresh(&row, &pair, min_validity, now) {
             return Ok(Self::token_of(&row, pair, false));
         }
+        if self.fleet.as_ref().is_some_and(|f| f.is_consumer()) {
+            // A fleet consumer never refreshes (its ACL user cannot read the refresh
+            // token): it serves what Redis has and waits for a refresher host's rotation.
+            if not_expired(&pair, now) && !is_rejected(&row, &pair) {
+                return Ok(Self::token_of(&row, pair, false));
+            }
+            return Err(Error::new(
+                Status::Unavailable,
+                "this host is a fleet consumer: its token has expired and a refresher host \
+                 has not rotated the login yet",
+            )
+            .with_retry_at(Some(now.saturating_add(1000)))
+            .with_credential(id));
+        }
         let refreshable = row.is_oauth() && row.kind() != Kind::Foreign && pair.refresh.is_some();
         if !refreshable {
             if not_expired(&pair, now) && !is_rejected(&row, &pair) {
@@ -921,6 +985,9 @@ impl Pool {
 
     /// The pair the row's authority holds right now, read from disk whatever the cache says.
     pub(crate) fn read_authority_pair(&self, row: &Row) -> Result<Option<TokenPair>> {
+        if let (Some(f), Kind::Borrowed) = (&self.fleet, row.kind()) {
+            return f.read();
+        }
         match row.kind() {
             Kind::Borrowed => match &self.creds {
                 Some(c) => Ok(c.read()?.and_then(|r| r.pair)),

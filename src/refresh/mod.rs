@@ -162,6 +162,8 @@ enum Authority {
 /// Locks held for one transaction; dropped in reverse order of taking.
 struct Held {
     pool: Option<FileLock>,
+    /// The fleet's Redis lease (issue 16), taken after this host's fleet lock file.
+    _lease: Option<crate::pool::fleet::Lease>,
     _refresh_dir: Option<RefreshLockDir>,
     _creds: Option<FileLock>,
 }
@@ -187,6 +189,9 @@ impl Pool {
         // Keyed on the file the store path resolves to: a symlink and its target are one
         // store with one journal (issue 10, item 12).
         let store = match a {
+            Authority::Credentials if self.fleet.is_some() => {
+                self.fleet.as_ref().map(|f| Ok(f.journal_store()))
+            }
             Authority::Credentials => self.creds.as_ref().map(|c| c.target()),
             Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.target()),
         };
@@ -204,6 +209,12 @@ impl Pool {
         min_validity: u64,
     ) -> Result<Outcome> {
         let authority = Self::authority(row);
+        if self.fleet.as_ref().is_some_and(|f| f.is_consumer()) {
+            return Err(unavailable(
+                now_ms().saturating_add(1000),
+                "this host is a fleet consumer: refreshing is a refresher host's job",
+            ));
+        }
         let key = self.grant_key(&authority);
         let (flight, leader) = {
             let mut map = self
@@ -260,6 +271,25 @@ impl Pool {
     fn take_locks(&self, a: &Authority) -> Result<Held> {
         let deadline = self.deadline();
         match a {
+            // Issue 16: this host's processes queue on a local lock, so one per host asks
+            // Redis for the lease; without the lease (Redis unreachable: UNAVAILABLE) there
+            // is no refresh at all, never an unlocked one.
+            Authority::Credentials if self.fleet.is_some() => {
+                let f = self.fleet.as_ref().expect("fleet");
+                let path = f.lock_path();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(dir, "creating the fleet journal directory", &e))?;
+                }
+                let l = self.lock_file(&[path], deadline)?;
+                let lease = f.lease(deadline)?;
+                Ok(Held {
+                    pool: None,
+                    _lease: Some(lease),
+                    _refresh_dir: None,
+                    _creds: Some(l),
+                })
+            }
             Authority::Credentials => {
                 let creds = self
                     .creds
@@ -283,6 +313,7 @@ impl Pool {
                 };
                 Ok(Held {
                     pool: None,
+                    _lease: None,
                     _refresh_dir: dir,
                     _creds: Some(l),
                 })
@@ -294,6 +325,7 @@ impl Pool {
                     .expect("owned rows live in a pool file");
                 Ok(Held {
                     pool: Some(self.lock_file(&pf.lock_paths()?, deadline)?),
+                    _lease: None,
                     _refresh_dir: None,
                     _creds: None,
                 })
@@ -302,6 +334,8 @@ impl Pool {
     }
 
     /// Writes the new pair to the authority and marks the row fresh, in the pool file too.
+    /// `replaced`: the fingerprint of the refresh token the pair replaces (the fleet's write
+    /// is a compare-and-set on it).
     fn commit_pair(
         &self,
         a: &Authority,
@@ -309,8 +343,12 @@ impl Pool {
         row_id: &str,
         pair: &TokenPair,
         scopes: Option<&[String]>,
+        replaced: &str,
     ) -> Result<()> {
-        if let Authority::Credentials = a {
+        if let (Authority::Credentials, Some(f)) = (a, &self.fleet) {
+            f.commit(Some(replaced), pair, scopes)?;
+            fault::point("after_store_write");
+        } else if let Authority::Credentials = a {
             self.creds
                 .as_ref()
                 .expect("credentials authority")
@@ -355,6 +393,9 @@ impl Pool {
 
     fn store_path(&self, a: &Authority) -> Option<PathBuf> {
         match a {
+            Authority::Credentials if self.fleet.is_some() => {
+                self.fleet.as_ref().map(|f| f.journal_store())
+            }
             Authority::Credentials => self.creds.as_ref().map(|c| c.path().to_path_buf()),
             Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.path().to_path_buf()),
         }
@@ -363,6 +404,9 @@ impl Pool {
     /// The pair the authority holds for `row_id` right now.
     fn read_pair(&self, a: &Authority, row_id: &str) -> Result<Option<TokenPair>> {
         match a {
+            Authority::Credentials if self.fleet.is_some() => {
+                self.fleet.as_ref().expect("fleet").read()
+            }
             Authority::Credentials => match &self.creds {
                 Some(c) => Ok(c.read()?.and_then(|r| r.pair)),
                 None => Ok(None),
@@ -417,7 +461,14 @@ impl Pool {
             doc.posts.retain(|p| p.grant != key);
             journal.write(&mut doc)
         });
-        let stored = self.commit_pair(&u.authority, held, &u.row_id, &u.pair, u.scopes.as_deref());
+        let stored = self.commit_pair(
+            &u.authority,
+            held,
+            &u.row_id,
+            &u.pair,
+            u.scopes.as_deref(),
+            &u.replaced,
+        );
         match (&journalled, &stored) {
             (Err(je), Err(se)) => {
                 let why = unsaved_why(
@@ -599,7 +650,14 @@ impl Pool {
                 row.id
             ));
             let pair = current.clone();
-            match self.commit_pair(a, &held, &row.id, &pair, entry.scopes.as_deref()) {
+            match self.commit_pair(
+                a,
+                &held,
+                &row.id,
+                &pair,
+                entry.scopes.as_deref(),
+                &entry.spent,
+            ) {
                 Ok(()) => {
                     if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
                         e.committed = true;
@@ -669,14 +727,21 @@ impl Pool {
         }
         // The possibly-spent rule (module comment).
         let mut retrying_unanswered = false;
-        if let Some(p) = doc.possibly_spent(key, &token_fp) {
-            let now = now_ms();
-            // Clamped: a marker from a clock that ran ahead must not keep siblings waiting.
-            let left_ms = p
-                .at_ms
+        let now = now_ms();
+        // Clamped: a marker from a clock that ran ahead must not keep siblings waiting.
+        let local = doc.possibly_spent(key, &token_fp).map(|p| {
+            p.at_ms
                 .saturating_add(WATCH_MS)
                 .saturating_sub(now)
-                .clamp(0, WATCH_MS);
+                .clamp(0, WATCH_MS)
+        });
+        // Issue 16: the fleet's marker, from any host (its window covers a lease and a POST).
+        let fleet = match (&self.fleet, a) {
+            (Some(f), Authority::Credentials) => f.posting_left_ms(&token_fp, now)?,
+            _ => None,
+        };
+        if local.is_some() || fleet.is_some() {
+            let left_ms = local.unwrap_or(0).max(fleet.unwrap_or(0));
             if left_ms > 0 {
                 if !may_retry {
                     return Err(unavailable(
@@ -720,6 +785,14 @@ impl Pool {
             )
             .with_path(journal.path())
             .with_credential(&row.id));
+        }
+        // Issue 16: and in Redis, for the other hosts. Not there: do not POST.
+        if let (Some(f), Authority::Credentials) = (&self.fleet, a) {
+            if let Err(e) = f.mark_posting(&token_fp, now_ms()) {
+                doc.posts.retain(|p| p.grant != key);
+                let _ = journal.write(&mut doc);
+                return Err(e.with_credential(&row.id));
+            }
         }
 
         // Step 6: the one POST.
@@ -809,6 +882,9 @@ impl Pool {
                 // Step 9: a back-off every process sees, through the journal. The answer
                 // says the token was not spent: the POST's marker ends.
                 doc.posts.retain(|p| p.grant != key);
+                if let (Some(f), Authority::Credentials) = (&self.fleet, a) {
+                    f.clear_posting(&token_fp);
+                }
                 let until = self.back_off(key, &mut doc, http_status, retry_after_ms);
                 if let Err(e) = journal.write(&mut doc) {
                     log::debug(format_args!("journal not written: {}", e.status.name()));
@@ -882,7 +958,7 @@ impl Pool {
         if journalled.is_ok() {
             fault::point("after_journal");
         }
-        let stored = self.commit_pair(a, held, &row.id, pair, scopes.as_deref());
+        let stored = self.commit_pair(a, held, &row.id, pair, scopes.as_deref(), &replaced);
         match (journalled, stored) {
             (Ok(()), Ok(())) => {
                 if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {

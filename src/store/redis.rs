@@ -6,7 +6,7 @@
 //!
 //! Keys, under the configured prefix (default `hap:`):
 //!
-//! * `{p}pair`: hash `access_token refresh_token expires_at_ms scopes version`. Only the
+//! * `{p}pair`: hash `access_token refresh_token refresh_fp expires_at_ms scopes version`. Only the
 //!   refreshers' ACL user may read it: the refresh token is the login.
 //! * `{p}access`: hash `access_token expires_at_ms version`, readable by consumers, who
 //!   serve the access token and never refresh.
@@ -253,27 +253,30 @@ fn hgetall(con: &mut Connection, key: &str) -> redis::RedisResult<Vec<(String, V
 
 // Lua, run atomically by Redis.
 
-/// KEYS: pair, access, posting, channel. ARGV: replaced refresh token ("" = only if no
-/// pair is stored: an import), access, refresh, expires_at_ms ("" = unknown), scopes JSON
-/// ("" = none), fingerprint of the replaced token.
+/// KEYS: pair, access, posting, channel. ARGV: fingerprint of the replaced refresh token
+/// ("" = only if no pair is stored: an import), access, refresh, expires_at_ms ("" =
+/// unknown), scopes JSON ("" = none), fingerprint of the new refresh token. The compare is
+/// on fingerprints (`Secret::fingerprint`), which the journal and the marker use too.
 const COMMIT_LUA: &str = r#"
-local cur = redis.call('HGET', KEYS[1], 'refresh_token')
+local cur = redis.call('HGET', KEYS[1], 'refresh_fp')
 if ARGV[1] == '' then
-  if cur then return -1 end
+  if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 elseif cur ~= ARGV[1] then
   return -1
 end
 local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'access_token', ARGV[2], 'refresh_token', ARGV[3], 'version', v)
+redis.call('HSET', KEYS[1], 'access_token', ARGV[2], 'refresh_token', ARGV[3],
+  'refresh_fp', ARGV[6], 'version', v)
 redis.call('HSET', KEYS[2], 'access_token', ARGV[2], 'version', v)
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'expires_at_ms', ARGV[4])
   redis.call('HSET', KEYS[2], 'expires_at_ms', ARGV[4])
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'scopes', ARGV[5]) end
-local p = redis.call('HGET', KEYS[3], 'token')
-if p and p == ARGV[6] then redis.call('DEL', KEYS[3]) end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[3], 'token') == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+end
 redis.call('PUBLISH', KEYS[4], v)
 return v
 "#;
@@ -428,11 +431,12 @@ impl RedisStore {
         }))
     }
 
-    /// Writes `pair` if Redis still holds `replaced` (the refresh token the POST spent), or,
-    /// with `replaced` `None`, only if Redis holds no pair at all (an import).
+    /// Writes `pair` if Redis still holds the refresh token whose fingerprint is
+    /// `replaced_fp` (the token the POST spent), or, with `None`, only if Redis holds no pair
+    /// at all (an import).
     pub fn commit(
         &self,
-        replaced: Option<&Secret>,
+        replaced_fp: Option<&str>,
         pair: &TokenPair,
         scopes: Option<&[String]>,
     ) -> Result<Commit> {
@@ -446,8 +450,8 @@ impl RedisStore {
             self.cfg.key("posting"),
             self.cfg.channel(),
         ];
-        let replaced_raw = replaced.map_or("", |s| s.expose());
-        let replaced_fp = replaced.map(Secret::fingerprint).unwrap_or_default();
+        let replaced_fp = replaced_fp.unwrap_or("");
+        let new_fp = refresh.fingerprint();
         let expires = pair
             .expires_at_ms
             .map(|e| e.to_string())
@@ -460,12 +464,12 @@ impl RedisStore {
                 .arg(COMMIT_LUA)
                 .arg(keys.len())
                 .arg(&keys[..])
-                .arg(replaced_raw)
+                .arg(replaced_fp)
                 .arg(pair.access.expose())
                 .arg(refresh.expose())
                 .arg(&expires)
                 .arg(&scopes)
-                .arg(&replaced_fp)
+                .arg(&new_fp)
                 .query(c)
         })?;
         Ok(if v < 0 {

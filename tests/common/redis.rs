@@ -118,6 +118,11 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Listening is not ready: while it replays the AOF, Redis answers LOADING.
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(Instant::now() < until, "redis-server did not get ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {
