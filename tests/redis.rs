@@ -632,3 +632,102 @@ fn redis_down_serves_a_valid_cached_token_then_fails_closed() {
     }
     assert_eq!(server.posts(), 0, "no refresh without the lease");
 }
+
+/// A consumer host (an ACL user that can read the access token only) serves the token a
+/// refresher committed, never refreshes, and answers UNAVAILABLE with a retry time once
+/// that token has expired, until a refresher rotates it.
+#[test]
+fn a_consumer_host_serves_the_access_token_and_never_refreshes() {
+    let s = server!();
+    let server = FakeServer::start();
+    let hc = tempfile::tempdir().unwrap();
+    std::fs::copy(s.password_file("consumer"), hc.path().join("redis.pw")).unwrap();
+    let mut cfg = fleet_cfg(&s, &server, hc.path(), json!({}));
+    cfg["redis_url"] = json!(s.url("consumer"));
+    import_expired(&s, &server);
+    let (v, e) = common::worker_result(spawn_in(hc.path(), &cfg, 0));
+    assert_eq!(v["error"], "HAP_STATUS_UNAVAILABLE", "{v} {e}");
+    assert!(v["message"].as_str().unwrap().contains("consumer"), "{v}");
+    assert_eq!(server.posts(), 0, "a consumer never POSTs");
+    // A refresher host rotates; the consumer serves the new token.
+    let hr = host(&s);
+    let (vr, er) = common::worker_result(spawn_in(
+        hr.path(),
+        &fleet_cfg(&s, &server, hr.path(), json!({})),
+        0,
+    ));
+    assert_eq!(vr["refreshed"], true, "{vr} {er}");
+    let (v, e) = common::worker_result(spawn_in(hc.path(), &cfg, 0));
+    assert_eq!(v["token_sha256"], vr["token_sha256"], "{v} {e}");
+    assert_eq!(server.posts(), 1);
+}
+
+fn hap_cli(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hap"))
+        .args(args)
+        .env("HOME", home)
+        .env_remove("HAP_CONFIG")
+        .env_remove("XDG_STATE_HOME")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `hap fleet import` moves Claude Code's login into Redis once and says what the source
+/// host must do; `status` shows version and lease without a secret; `export` moves it back
+/// into a credentials file and out of Redis.
+#[test]
+fn hap_fleet_import_status_export() {
+    let s = server!();
+    let server = FakeServer::start();
+    let h = host(&s);
+    let creds = h.path().join(".claude/.credentials.json");
+    std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
+    let login = json!({"claudeAiOauth": {"accessToken": A1, "refreshToken": R1,
+        "expiresAt": common::now_ms() + 3_600_000, "scopes": ["user:inference"]},
+        "mcpOAuth": {"keep": "me"}});
+    std::fs::write(&creds, login.to_string()).unwrap();
+    let cfg_file = h.path().join("fleet.json");
+    let mut cfg = fleet_cfg(&s, &server, h.path(), json!({}));
+    cfg["credentials_path"] = json!(creds);
+    std::fs::write(&cfg_file, cfg.to_string()).unwrap();
+    let c = cfg_file.to_str().unwrap();
+
+    let (code, out, err) = hap_cli(h.path(), &["--config", c, "fleet", "import"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("hap exec --claude-code"), "{out}");
+    let got = store(&s, "refresher").read_pair().unwrap().unwrap();
+    assert_eq!((got.pair.access.expose(), got.version), (A1, 1));
+    // Twice: refused, nothing overwritten.
+    let (code, _, err) = hap_cli(h.path(), &["--config", c, "fleet", "import"]);
+    assert_eq!(code, 11, "{err}");
+    assert!(err.contains("holds a login already"), "{err}");
+
+    let (code, out, err) = hap_cli(h.path(), &["--config", c, "fleet", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["role"], "refresher");
+    for secret in [A1, R1, redis_server::REFRESHER_PW] {
+        assert!(!out.contains(secret) && !err.contains(secret));
+    }
+
+    // Export into another host's credentials file.
+    let h2 = host(&s);
+    let creds2 = h2.path().join(".claude/.credentials.json");
+    cfg["credentials_path"] = json!(creds2);
+    let cfg2 = h2.path().join("fleet.json");
+    std::fs::write(&cfg2, cfg.to_string()).unwrap();
+    let (code, out, err) = hap_cli(
+        h2.path(),
+        &["--config", cfg2.to_str().unwrap(), "fleet", "export"],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let v = common::read_json(&creds2);
+    assert_eq!(v["claudeAiOauth"]["refreshToken"], R1);
+    assert!(store(&s, "refresher").read_pair().unwrap().is_none());
+}
