@@ -74,6 +74,12 @@ use pool::policy;
 use refresh::oauth;
 use store::{credentials, fsio, journal, pool_file, watch};
 
+/// `hap fleet import|export|status` as library calls (issue 16, docs/FLEET.md; feature
+/// `redis`).
+#[cfg(feature = "redis")]
+pub mod fleet {
+    pub use crate::pool::fleet::admin::*;
+}
 pub use config::{Config, Strategy};
 pub use error::{Error, Result, Status};
 pub use pool::{CredentialStatus, FailureOutcome, Pool, PoolCounters, PoolStatus, Token};

@@ -290,3 +290,196 @@ mod imp {
         }
     }
 }
+
+/// `hap fleet import|export|status` (issue 16): moving a login into the fleet's Redis and
+/// out of it, as library calls, so the CLI stays on the public API.
+#[cfg(feature = "redis")]
+pub mod admin {
+    use crate::config::Config;
+    use crate::credentials::{CredentialsFile, TokenPair};
+    use crate::error::{Error, Result, Status};
+    use crate::pool_file::PoolFile;
+    use crate::store::redis::{Commit, RedisConfig, RedisStore};
+    use serde_json::{json, Value};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    /// Which login `import` moves.
+    #[derive(Clone, Debug)]
+    pub enum Source {
+        /// Claude Code's, from the config's `credentials_path`.
+        ClaudeCode,
+        /// An owned row of the pool file, by id.
+        PoolRow(String),
+    }
+
+    /// What `import` did.
+    #[derive(Clone, Debug)]
+    pub struct Imported {
+        /// Where the login came from, for people.
+        pub source: String,
+        /// Where it went: the URL (never with a password) and prefix.
+        pub authority: String,
+        pub version: u64,
+    }
+
+    /// What `export` did.
+    #[derive(Clone, Debug)]
+    pub struct Exported {
+        pub path: PathBuf,
+        pub authority: String,
+        pub version: u64,
+    }
+
+    fn store(cfg: &Config) -> Result<RedisStore> {
+        let url = cfg.redis_url.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "no fleet configured: set redis_url (and redis_password_file) in --config or \
+                 the HAP_CONFIG file (docs/FLEET.md)",
+            )
+        })?;
+        Ok(RedisStore::new(RedisConfig::new(
+            url,
+            cfg.redis_password_file.as_deref(),
+            cfg.redis_prefix.as_deref(),
+            cfg.redis_ca_file.as_deref(),
+        )?))
+    }
+
+    fn authority(s: &RedisStore) -> String {
+        format!(
+            "{} (prefix {})",
+            s.config().shown_url(),
+            s.config().prefix()
+        )
+    }
+
+    fn deadline(cfg: &Config) -> Instant {
+        Instant::now() + Duration::from_millis(cfg.lock_timeout_ms)
+    }
+
+    /// Copies the login into Redis under the fleet's lease, only if Redis holds none.
+    pub fn import(cfg: &Config, source: &Source) -> Result<Imported> {
+        let redis = store(cfg)?;
+        let (pair, from) = match source {
+            Source::PoolRow(id) => {
+                let path = cfg.pool_path.clone().ok_or_else(|| {
+                    Error::invalid("importing a pool row needs a pool file (pool_path)")
+                })?;
+                let read = PoolFile::new(path.clone(), cfg.provider.clone()).read()?;
+                let r = read
+                    .rows
+                    .iter()
+                    .find(|r| &r.id == id)
+                    .ok_or_else(|| Error::unknown_credential(id))?;
+                let pair = match (&r.access_token, &r.refresh_token) {
+                    (Some(a), Some(rt)) => TokenPair {
+                        access: a.clone(),
+                        refresh: Some(rt.clone()),
+                        expires_at_ms: r.expires_at_ms,
+                    },
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "pool row {id} holds no OAuth pair of its own (a claude_code row \
+                             borrows Claude Code's: import that instead)"
+                        )))
+                    }
+                };
+                (pair, format!("pool row {id} of {}", path.display()))
+            }
+            Source::ClaudeCode => {
+                let path = cfg
+                    .credentials_path
+                    .clone()
+                    .ok_or_else(|| Error::invalid("no credentials file (credentials_path)"))?;
+                let pair = CredentialsFile::new(path.clone())
+                    .read()?
+                    .and_then(|r| r.pair)
+                    .filter(|p| p.refresh.is_some())
+                    .ok_or_else(|| {
+                        Error::new(
+                            Status::NoCredential,
+                            format!("{} holds no login to import", path.display()),
+                        )
+                    })?;
+                (pair, format!("Claude Code's login in {}", path.display()))
+            }
+        };
+        let _lease = redis.acquire_lease(cfg.redis_lease_ms, deadline(cfg), "hap-fleet")?;
+        match redis.commit(None, &pair, None)? {
+            Commit::Written(version) => Ok(Imported {
+                source: from,
+                authority: authority(&redis),
+                version,
+            }),
+            Commit::Moved => Err(Error::invalid(format!(
+                "{} holds a login already: nothing imported (`hap fleet export` moves it out \
+                 first)",
+                authority(&redis)
+            ))),
+        }
+    }
+
+    /// Under the lease: the fleet's login into the credentials file, then out of Redis.
+    pub fn export(cfg: &Config) -> Result<Exported> {
+        let redis = store(cfg)?;
+        let path = cfg
+            .credentials_path
+            .clone()
+            .ok_or_else(|| Error::invalid("no credentials file (credentials_path)"))?;
+        let _lease = redis.acquire_lease(cfg.redis_lease_ms, deadline(cfg), "hap-fleet")?;
+        let stored = redis.read_pair()?.ok_or_else(|| {
+            Error::new(
+                Status::NoCredential,
+                format!("{} holds no login", authority(&redis)),
+            )
+        })?;
+        CredentialsFile::new(path.clone()).write_pair(&stored.pair, stored.scopes.as_deref())?;
+        if let Err(e) = redis.remove() {
+            return Err(Error::new(
+                e.status,
+                format!(
+                    "the login is in {} now, but it could not be deleted from {} ({}): \
+                     delete it there before any fleet host refreshes, or the family forks",
+                    path.display(),
+                    authority(&redis),
+                    e.message
+                ),
+            ));
+        }
+        Ok(Exported {
+            path,
+            authority: authority(&redis),
+            version: stored.version,
+        })
+    }
+
+    /// The fleet's authority now, without a secret: `redis_url`, `redis_prefix`, `role`
+    /// (refresher or consumer: what this ACL user may read), `version`, `expires_at_ms`,
+    /// `lease_holder`, `lease_ttl_ms`, `possibly_spent_since_ms`.
+    pub fn status(cfg: &Config) -> Result<Value> {
+        let redis = store(cfg)?;
+        let (role, version, expires) = match redis.read_pair() {
+            Ok(Some(s)) => ("refresher", Some(s.version), s.pair.expires_at_ms),
+            Ok(None) => ("refresher", None, None),
+            // A consumer's ACL user: what it can see.
+            Err(e) if e.status == Status::InvalidArgument => match redis.read_access()? {
+                Some(a) => ("consumer", Some(a.version), a.expires_at_ms),
+                None => ("consumer", None, None),
+            },
+            Err(e) => return Err(e),
+        };
+        let lease = redis.lease_holder().ok().flatten();
+        let posting = redis.posting().ok().flatten();
+        Ok(json!({
+            "redis_url": redis.config().shown_url(),
+            "redis_prefix": redis.config().prefix(),
+            "role": role,
+            "version": version,
+            "expires_at_ms": expires,
+            "lease_holder": lease.as_ref().map(|l| &l.0),
+            "lease_ttl_ms": lease.as_ref().map(|l| l.1),
+            "possibly_spent_since_ms": posting.map(|p| p.at_ms),
+        }))
+    }
+}
