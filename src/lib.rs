@@ -38,6 +38,8 @@ mod config;
 /// cbindgen:ignore
 mod config_env;
 /// cbindgen:ignore
+mod counters;
+/// cbindgen:ignore
 mod error;
 /// cbindgen:ignore
 mod fault;
@@ -72,7 +74,7 @@ pub mod ffi;
 // files live in their part's folder (store/, refresh/, pool/), the names stay one word.
 use pool::policy;
 use refresh::oauth;
-use store::{credentials, fsio, journal, pool_file, watch};
+use store::{authority, credentials, fsio, journal, pool_file, watch};
 
 /// `hap fleet import|export|status` as library calls (issue 16, docs/FLEET.md; feature
 /// `redis`).
@@ -113,6 +115,7 @@ pub mod internals {
     }
     reexport! {
         alloc => crate::alloc,
+        authority => crate::store::authority,
         clock => crate::clock,
         config => crate::config,
         config_env => crate::config_env,

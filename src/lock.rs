@@ -486,6 +486,116 @@ impl Drop for RefreshLockDir {
     }
 }
 
+/// A lock a store needs held around a refresh of its pair, as data (the store's
+/// `Authority::locks` lists them; [`Held::take`] takes them). Two kinds exist because two
+/// protocols exist on disk; a store that needs another (a Redis `SET NX`) adds a variant here
+/// and its taking in [`Held::take`], so every lock is still taken in one place, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockSpec {
+    /// An exclusive `flock` on each file, in the order given (one per spelling of a
+    /// symlinked store path, nearest the target first: see `CredentialsFile::lock_paths`).
+    Flock(Vec<PathBuf>),
+    /// Claude Code's refresh lock directory ([`RefreshLockDir`], `proper-lockfile`).
+    ClaudeCodeDir(PathBuf),
+    /// A lease in a network service: the fleet's Redis `SET NX PX` (issue 16,
+    /// `store/redis.rs`), taken by the store's own code, released when dropped.
+    Lease(LeaseSource),
+}
+
+/// Takes a network lease by a deadline; the returned guard holds it until dropped.
+pub trait TakeLease: Send + Sync {
+    fn take(&self, deadline: Instant) -> Result<Box<dyn Send>>;
+    /// For messages and `Debug`: where the lease lives, never a secret.
+    fn name(&self) -> String;
+}
+
+/// A [`TakeLease`] as lock data: equal when it is the same source.
+#[derive(Clone)]
+pub struct LeaseSource(pub std::sync::Arc<dyn TakeLease>);
+
+impl std::fmt::Debug for LeaseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LeaseSource({})", self.0.name())
+    }
+}
+
+impl PartialEq for LeaseSource {
+    fn eq(&self, other: &LeaseSource) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LeaseSource {}
+
+enum HeldLock {
+    Flock(Vec<PathBuf>, FileLock),
+    Dir { _held: RefreshLockDir },
+    Lease { _held: Box<dyn Send> },
+}
+
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeldLock::Flock(p, _) => write!(f, "Flock({p:?})"),
+            HeldLock::Dir { .. } => write!(f, "Dir"),
+            HeldLock::Lease { .. } => write!(f, "Lease"),
+        }
+    }
+}
+
+/// The locks of one transaction, taken in the order listed and released in reverse order
+/// when dropped. A store's write proves it is inside them with [`Held::flock`].
+#[derive(Debug, Default)]
+pub struct Held {
+    locks: Vec<HeldLock>,
+}
+
+impl Held {
+    /// Takes every lock of `specs`, in order, all by one `deadline`; on failure the ones
+    /// already taken are released. `waited` is set when any was not free at the first try.
+    pub fn take(
+        specs: &[LockSpec],
+        deadline: Instant,
+        timeout_ms: u64,
+        waited: &mut bool,
+    ) -> Result<Held> {
+        let mut held = Held::default();
+        for spec in specs {
+            held.locks.push(match spec {
+                LockSpec::Flock(paths) => HeldLock::Flock(
+                    paths.clone(),
+                    FileLock::acquire_all(paths, deadline, timeout_ms, waited)?,
+                ),
+                LockSpec::ClaudeCodeDir(dir) => {
+                    let held = RefreshLockDir::acquire(dir, deadline, timeout_ms, waited)?;
+                    HeldLock::Dir { _held: held }
+                }
+                LockSpec::Lease(source) => HeldLock::Lease {
+                    _held: source.0.take(deadline)?,
+                },
+            });
+        }
+        Ok(held)
+    }
+
+    /// The `flock` held on exactly `paths` (as a [`LockSpec::Flock`] listed them), if it is
+    /// one of these locks: the proof a read-modify-write of that file asks for.
+    pub fn flock(&self, paths: &[PathBuf]) -> Option<&FileLock> {
+        self.locks.iter().find_map(|l| match l {
+            HeldLock::Flock(p, lock) if p.as_slice() == paths => Some(lock),
+            _ => None,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        while let Some(lock) = self.locks.pop() {
+            drop(lock);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

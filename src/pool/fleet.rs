@@ -1,9 +1,9 @@
-//! The fleet authority wired into a pool (issue 16, docs/FLEET.md): with `redis_url` set,
-//! the login lives in Redis, not in a file. The refresh transaction (`refresh/mod.rs`) is
-//! the same: its locks become this host's fleet lock file plus the Redis lease, its store
-//! read and write become Redis reads and compare-and-set writes, and its journal is a local
-//! file of this host (a pair the server returned while Redis was down waits there and is
-//! committed when Redis returns).
+//! The fleet authority behind the store seam (issue 16, docs/FLEET.md): with `redis_url`
+//! set, the login every `claude_code` row borrows lives in Redis, not in a file. The refresh
+//! transaction (`refresh/mod.rs`) is the same: the store's locks are this host's fleet lock
+//! file plus the Redis lease, its read and compare-and-set write go to Redis, and its
+//! journal is a local file of this host (a pair the server returned while Redis was down
+//! waits there and is committed when Redis returns).
 //!
 //! The hot path stays without network: the pool caches the pair and a subscription to the
 //! rotation channel says when to read it again. While the subscription is down, the cache
@@ -14,21 +14,20 @@
 //! Built without the `redis` feature, `Fleet` has no values and a `redis_url` is refused.
 
 use crate::config::Config;
+#[cfg(feature = "redis")]
 use crate::credentials::TokenPair;
 use crate::error::{Error, Result};
 
 #[cfg(feature = "redis")]
-pub(crate) use imp::{Fleet, Lease};
+pub(crate) use imp::Fleet;
 
 /// Without the feature: no values, so every method is unreachable.
 #[cfg(not(feature = "redis"))]
 pub(crate) enum Fleet {}
-#[cfg(not(feature = "redis"))]
-pub(crate) enum Lease {}
 
 #[cfg(not(feature = "redis"))]
 impl Fleet {
-    pub(crate) fn open(cfg: &Config) -> Result<Option<Fleet>> {
+    pub(crate) fn open(cfg: &Config) -> Result<Option<std::sync::Arc<Fleet>>> {
         match cfg.redis_url {
             None => Ok(None),
             Some(_) => Err(Error::invalid(
@@ -37,48 +36,13 @@ impl Fleet {
             )),
         }
     }
-    pub(crate) fn row_id(&self) -> &str {
+    pub(crate) fn authority(&self) -> std::sync::Arc<dyn crate::authority::Authority> {
         match *self {}
     }
     pub(crate) fn is_consumer(&self) -> bool {
         match *self {}
     }
-    pub(crate) fn read(&self) -> Result<Option<TokenPair>> {
-        match *self {}
-    }
-    pub(crate) fn journal_store(&self) -> std::path::PathBuf {
-        match *self {}
-    }
-    pub(crate) fn lock_path(&self) -> std::path::PathBuf {
-        match *self {}
-    }
-    pub(crate) fn fresh_view(&self, _known: bool) -> Option<u64> {
-        match *self {}
-    }
-    pub(crate) fn note_read(&self, _generation: u64) {
-        match *self {}
-    }
     pub(crate) fn start_watch(&self) {
-        match *self {}
-    }
-    pub(crate) fn lease(&self, _deadline: std::time::Instant) -> Result<Lease> {
-        match *self {}
-    }
-    pub(crate) fn commit(
-        &self,
-        _replaced_fp: Option<&str>,
-        _pair: &TokenPair,
-        _scopes: Option<&[String]>,
-    ) -> Result<()> {
-        match *self {}
-    }
-    pub(crate) fn posting_left_ms(&self, _token_fp: &str, _now: i64) -> Result<Option<i64>> {
-        match *self {}
-    }
-    pub(crate) fn mark_posting(&self, _token_fp: &str, _at_ms: i64) -> Result<()> {
-        match *self {}
-    }
-    pub(crate) fn clear_posting(&self, _token_fp: &str) {
         match *self {}
     }
 }
@@ -86,28 +50,31 @@ impl Fleet {
 #[cfg(feature = "redis")]
 mod imp {
     use super::*;
+    use crate::authority::{Authority, PairRead, Stamp, Written};
     use crate::error::Status;
-    use crate::secret::fingerprint;
-    pub(crate) use crate::store::redis::Lease;
+    use crate::journal::Journal;
+    use crate::lock::{Held, LeaseSource, LockSpec, TakeLease};
+    use crate::secret::{fingerprint, Secret};
     use crate::store::redis::{Commit, RedisConfig, RedisStore, Subscription};
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock, Weak};
     use std::time::Instant;
 
+    /// The fleet's login as a store (`dyn Authority`): Redis for the pair, the lease and the
+    /// possibly-spent marker; this host's lock file and journal beside them.
     pub(crate) struct Fleet {
-        pub(crate) store: RedisStore,
+        store: RedisStore,
         sub: OnceLock<Subscription>,
-        /// The subscription generation the cached view was read at.
-        seen: AtomicU64,
         /// Learnt from Redis: this host's ACL user may not read the pair.
         consumer: AtomicBool,
         journal_store: PathBuf,
-        row_id: String,
         lease_ms: u64,
         /// How long a taker watches for the pair after finding another host's
         /// possibly-spent marker: that host's POST may still be answered and committed.
         marker_window_ms: i64,
+        /// Itself, for the lease's lock data.
+        me: Weak<Fleet>,
     }
 
     fn host_label() -> String {
@@ -145,7 +112,7 @@ mod imp {
     }
 
     impl Fleet {
-        pub(crate) fn open(cfg: &Config) -> Result<Option<Fleet>> {
+        pub(crate) fn open(cfg: &Config) -> Result<Option<Arc<Fleet>>> {
             let Some(url) = &cfg.redis_url else {
                 return Ok(None);
             };
@@ -157,29 +124,42 @@ mod imp {
             )?;
             let id = fingerprint(&format!("{url}\n{}", rc.prefix()));
             let journal_store = state_dir()?.join(format!("fleet-{}.json", &id[7..19]));
-            Ok(Some(Fleet {
+            Ok(Some(Arc::new_cyclic(|me| Fleet {
                 store: RedisStore::new(rc),
                 sub: OnceLock::new(),
-                seen: AtomicU64::new(u64::MAX),
                 consumer: AtomicBool::new(false),
                 journal_store,
-                row_id: id[7..13].to_string(),
                 lease_ms: cfg.redis_lease_ms,
                 marker_window_ms: (cfg.redis_lease_ms + cfg.http_timeout_ms) as i64,
-            }))
+                me: me.clone(),
+            })))
         }
 
-        pub(crate) fn row_id(&self) -> &str {
-            &self.row_id
+        pub(crate) fn authority(self: &Arc<Self>) -> Arc<dyn Authority> {
+            self.clone()
         }
 
         pub(crate) fn is_consumer(&self) -> bool {
             self.consumer.load(Ordering::Relaxed)
         }
 
+        /// Starts the subscription (a long-lived handle's, like the store watch).
+        pub(crate) fn start_watch(&self) {
+            if self.sub.get().is_some() {
+                return;
+            }
+            if let Ok(s) = Subscription::start(self.store.config().clone()) {
+                let _ = self.sub.set(s);
+            }
+        }
+
+        fn lock_path(&self) -> PathBuf {
+            self.journal_store.with_extension("lock")
+        }
+
         /// The pair (a refresher) or the access token alone (a consumer, whose ACL user may
         /// not read the pair: learnt at the first refusal).
-        pub(crate) fn read(&self) -> Result<Option<TokenPair>> {
+        fn read(&self) -> Result<Option<TokenPair>> {
             if !self.is_consumer() {
                 match self.store.read_pair() {
                     Ok(s) => return Ok(s.map(|s| s.pair)),
@@ -198,75 +178,110 @@ mod imp {
                 expires_at_ms: a.expires_at_ms,
             }))
         }
+    }
 
-        /// The store path the journal and the host lock are named after.
-        pub(crate) fn journal_store(&self) -> PathBuf {
-            self.journal_store.clone()
+    impl TakeLease for Fleet {
+        fn take(&self, deadline: Instant) -> Result<Box<dyn Send>> {
+            let lease = self
+                .store
+                .acquire_lease(self.lease_ms, deadline, &host_label())?;
+            Ok(Box::new(lease))
         }
 
-        pub(crate) fn lock_path(&self) -> PathBuf {
-            self.journal_store.with_extension("lock")
+        fn name(&self) -> String {
+            self.store.config().shown_url().to_string()
+        }
+    }
+
+    /// The store seam's contract (store/authority.rs) for the fleet's login. Its stamp is
+    /// the subscription's generation while the subscription is up: the hot path then makes
+    /// no network call; otherwise `Unknown`, and every look reads Redis.
+    impl Authority for Fleet {
+        fn grant_key(&self) -> String {
+            "fleet".into()
         }
 
-        /// `Some(generation)` to record after a read; `None` when the cached view can be
-        /// served as it is (`known`: a view was read; the subscription is up and nothing
-        /// was published since).
-        pub(crate) fn fresh_view(&self, known: bool) -> Option<u64> {
-            let g = self.generation();
-            match self.sub.get() {
-                Some(s) if known && s.connected() && self.seen.load(Ordering::Acquire) == g => None,
-                _ => Some(g),
-            }
+        fn name(&self) -> String {
+            format!(
+                "{} (prefix {})",
+                self.store.config().shown_url(),
+                self.store.config().prefix()
+            )
         }
 
-        pub(crate) fn note_read(&self, generation: u64) {
-            self.seen.store(generation, Ordering::Release);
+        fn file(&self) -> Option<PathBuf> {
+            None
         }
 
-        fn generation(&self) -> u64 {
-            self.sub.get().map_or(0, Subscription::generation)
+        fn stamp(&self) -> Result<Stamp> {
+            Ok(match self.sub.get() {
+                Some(s) if s.connected() => Stamp::Version(s.generation()),
+                _ => Stamp::Unknown,
+            })
         }
 
-        /// Starts the subscription (a long-lived handle's, like the store watch).
-        pub(crate) fn start_watch(&self) {
-            if self.sub.get().is_some() {
-                return;
-            }
-            if let Ok(s) = Subscription::start(self.store.config().clone()) {
-                let _ = self.sub.set(s);
-            }
+        fn read_pair(&self) -> Result<PairRead> {
+            // Taken before the read: a rotation in between shows as a new stamp next time.
+            let stamp = self.stamp()?;
+            Ok(PairRead {
+                stamp,
+                pair: self.read()?,
+            })
         }
 
-        pub(crate) fn lease(&self, deadline: Instant) -> Result<Lease> {
-            self.store
-                .acquire_lease(self.lease_ms, deadline, &host_label())
-        }
-
-        /// Compare-and-set on the refresh token the pair replaces.
-        pub(crate) fn commit(
+        fn write_pair(
             &self,
-            replaced_fp: Option<&str>,
+            _held: &Held,
+            replaces: Option<&Secret>,
             pair: &TokenPair,
             scopes: Option<&[String]>,
-        ) -> Result<()> {
-            match self.store.commit(replaced_fp, pair, scopes)? {
-                Commit::Written(v) => {
-                    crate::log::debug(format_args!("fleet: pair committed as version {v}"));
-                    Ok(())
-                }
-                Commit::Moved => Err(Error::new(
-                    Status::Io,
-                    "the fleet's authority holds another refresh token than the one this \
-                     refresh replaced (another host rotated, or a new login was imported); \
-                     the pair was not written",
-                )),
-            }
+        ) -> Result<Written> {
+            let Some(replaces) = replaces else {
+                // The fleet's pair always has a refresh token; an import is `hap fleet`'s.
+                return Ok(Written::Moved);
+            };
+            Ok(
+                match self
+                    .store
+                    .commit(Some(&replaces.fingerprint()), pair, scopes)?
+                {
+                    Commit::Written(v) => {
+                        crate::log::debug(format_args!("fleet: pair committed as version {v}"));
+                        Written::Stored
+                    }
+                    Commit::Moved => Written::Moved,
+                },
+            )
         }
 
-        /// How much longer a taker watches before POSTing `token_fp`: `Some` when a
-        /// possibly-spent marker of that token is in Redis (another host's POST, or this
-        /// host's, went out and its pair is not committed), clamped to the window.
-        pub(crate) fn posting_left_ms(&self, token_fp: &str, now: i64) -> Result<Option<i64>> {
+        fn locks(&self) -> Result<Vec<LockSpec>> {
+            // This host's processes queue on a local lock, so one per host asks Redis for
+            // the lease; without the lease (Redis unreachable: UNAVAILABLE) there is no
+            // refresh at all, never an unlocked one.
+            let path = self.lock_path();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(dir, "creating the fleet journal directory", &e))?;
+            }
+            let me = self
+                .me
+                .upgrade()
+                .ok_or_else(|| Error::internal("the fleet authority is gone"))?;
+            Ok(vec![
+                LockSpec::Flock(vec![path]),
+                LockSpec::Lease(LeaseSource(me)),
+            ])
+        }
+
+        fn journal(&self) -> Result<Journal> {
+            Ok(Journal::for_store(&self.journal_store))
+        }
+
+        fn mark_posting(&self, token_fp: &str, at_ms: i64) -> Result<()> {
+            self.store.mark_posting(token_fp, at_ms)
+        }
+
+        fn posting_left_ms(&self, token_fp: &str, now: i64) -> Result<Option<i64>> {
             Ok(self
                 .store
                 .posting()?
@@ -279,11 +294,7 @@ mod imp {
                 }))
         }
 
-        pub(crate) fn mark_posting(&self, token_fp: &str, at_ms: i64) -> Result<()> {
-            self.store.mark_posting(token_fp, at_ms)
-        }
-
-        pub(crate) fn clear_posting(&self, token_fp: &str) {
+        fn clear_posting(&self, token_fp: &str) {
             if let Err(e) = self.store.clear_posting(token_fp) {
                 crate::log::debug(format_args!("fleet: marker not cleared: {e}"));
             }

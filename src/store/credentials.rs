@@ -6,8 +6,11 @@
 //! its order: Hermes once dropped `subscriptionType`, which pushed Claude Code into API-key
 //! mode. A file hap cannot parse is never overwritten.
 
+use crate::authority::{Authority, PairRead, Stamp, Written};
 use crate::error::{Error, Result};
 use crate::fsio::{self, FileStamp};
+use crate::journal::Journal;
+use crate::lock::{Held, LockSpec};
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -31,7 +34,12 @@ pub struct CredentialsRead {
 #[derive(Clone, Debug)]
 pub struct CredentialsFile {
     path: PathBuf,
+    /// Take Claude Code's `.oauth_refresh.lock` directory too (config `claude_code_lock`).
+    claude_code_lock: bool,
 }
+
+/// The grant key of the credentials file's login (it is written into the journal).
+pub const GRANT_CREDENTIALS: &str = "credentials";
 
 /// A number that may arrive as an integer or a float (JavaScript writes both).
 pub fn json_ms(v: &Value) -> Option<i64> {
@@ -101,7 +109,17 @@ pub fn serialize_like(original: &[u8], value: &Value) -> Vec<u8> {
 
 impl CredentialsFile {
     pub fn new(path: PathBuf) -> CredentialsFile {
-        CredentialsFile { path }
+        CredentialsFile {
+            path,
+            claude_code_lock: false,
+        }
+    }
+
+    /// Whether a refresh also takes Claude Code's own lock directory
+    /// ([`refresh_lock_dir`](Self::refresh_lock_dir)).
+    pub fn with_claude_code_lock(mut self, on: bool) -> CredentialsFile {
+        self.claude_code_lock = on;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -182,6 +200,68 @@ impl CredentialsFile {
         }
         let bytes = zeroize::Zeroizing::new(serialize_like(&original, &Value::Object(root)));
         fsio::write_atomic(&self.path, &bytes)
+    }
+}
+
+/// Claude Code's login as a store: a file with a stamp, locked by `.credentials.lock` (every
+/// spelling) and, when configured, Claude Code's `.oauth_refresh.lock` directory.
+impl Authority for CredentialsFile {
+    fn grant_key(&self) -> String {
+        GRANT_CREDENTIALS.to_string()
+    }
+
+    fn name(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        Some(self.path.clone())
+    }
+
+    fn stamp(&self) -> Result<Stamp> {
+        Ok(Stamp::File(CredentialsFile::stamp(self)?))
+    }
+
+    fn read_pair(&self) -> Result<PairRead> {
+        Ok(match self.read()? {
+            Some(r) => PairRead {
+                stamp: Stamp::File(Some(r.stamp)),
+                pair: r.pair,
+            },
+            None => PairRead {
+                stamp: Stamp::File(None),
+                pair: None,
+            },
+        })
+    }
+
+    fn write_pair(
+        &self,
+        _held: &Held,
+        replaces: Option<&Secret>,
+        pair: &TokenPair,
+        scopes: Option<&[String]>,
+    ) -> Result<Written> {
+        let holds = self.read()?.and_then(|r| r.pair).and_then(|p| p.refresh);
+        if holds.as_ref() != replaces {
+            return Ok(Written::Moved);
+        }
+        CredentialsFile::write_pair(self, pair, scopes)?;
+        Ok(Written::Stored)
+    }
+
+    fn locks(&self) -> Result<Vec<LockSpec>> {
+        let mut locks = vec![LockSpec::Flock(self.lock_paths()?)];
+        if self.claude_code_lock {
+            locks.push(LockSpec::ClaudeCodeDir(self.refresh_lock_dir()));
+        }
+        Ok(locks)
+    }
+
+    fn journal(&self) -> Result<Journal> {
+        // Keyed on the file the path resolves to: a symlink and its target are one store
+        // with one journal (issue 10, item 12).
+        Ok(Journal::for_store(&self.target()?))
     }
 }
 
@@ -281,5 +361,29 @@ mod tests {
             plain.lock_paths().unwrap(),
             [d.path().join("dotfiles/.credentials.lock")]
         );
+    }
+
+    #[test]
+    fn the_store_write_is_a_compare_and_set_on_the_refresh_token() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".credentials.json");
+        let login = r#"{"claudeAiOauth": {"accessToken": "sk-ant-oat01-fake-a9", "refreshToken": "sk-ant-ort01-fake-r9", "expiresAt": 1}}"#;
+        std::fs::write(&p, login).unwrap();
+        let f = CredentialsFile::new(p.clone());
+        let held = Held::default();
+        let pair = TokenPair {
+            access: Secret::new("sk-ant-oat01-fake-a2"),
+            refresh: Some(Secret::new("sk-ant-ort01-fake-r2")),
+            expires_at_ms: Some(2),
+        };
+        // The store no longer holds r1 (a new login saved r9): nothing is written.
+        let stale = Secret::new("sk-ant-ort01-fake-r1");
+        let w = Authority::write_pair(&f, &held, Some(&stale), &pair, None).unwrap();
+        assert_eq!(w, Written::Moved);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), login);
+        let holds = Secret::new("sk-ant-ort01-fake-r9");
+        let w = Authority::write_pair(&f, &held, Some(&holds), &pair, None).unwrap();
+        assert_eq!(w, Written::Stored);
+        assert_eq!(Authority::read_pair(&f).unwrap().pair.unwrap(), pair);
     }
 }

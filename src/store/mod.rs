@@ -1,5 +1,6 @@
 //! Where token pairs live, and the files hap keeps beside them.
 //!
+//! * [`authority`]: the store seam, `trait Authority`, which both stores below implement.
 //! * [`credentials`]: Claude Code's `~/.claude/.credentials.json` (borrowed rows' authority).
 //! * [`pool_file`]: Hermes' `~/.hermes/auth.json` (the pool; owned rows are their own authority).
 //! * [`journal`]: hap's write-ahead journal beside each store (issue 10's durability rules).
@@ -9,6 +10,7 @@
 //!
 //! Layering (checked by `tests/layering.rs`): nothing here imports `pool`, `refresh` or `ffi`.
 
+pub mod authority;
 pub mod credentials;
 pub mod fsio;
 pub mod journal;
