@@ -297,6 +297,43 @@ pub fn owner_pid(dir: &Path) -> Option<i32> {
     read_owner(dir).map(|(pid, _, _)| pid)
 }
 
+/// Whether a process with this pid exists (signal 0). A pid we may not signal exists.
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; it only asks whether the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// The hap process `<dir>.hap-owner` names beside a Claude Code lock directory, for tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOwner {
+    pub pid: i32,
+    pub alive: bool,
+}
+
+/// Who holds the lock directory `dir`, when hap left an owner file beside it.
+pub fn lock_owner(dir: &Path) -> Option<LockOwner> {
+    owner_pid(dir).map(|pid| LockOwner {
+        pid,
+        alive: pid_alive(pid),
+    })
+}
+
+/// One non-blocking try at a lock file's `flock`, released at once: `Ok(true)` when it was
+/// free, `Ok(false)` when a running process holds it. Never waits, never creates more than
+/// the lock file itself (as any hap process would).
+pub fn flock_is_free(path: &Path) -> Result<bool> {
+    let mut waited = false;
+    match FileLock::acquire(path, Instant::now(), 0, &mut waited) {
+        Ok(held) => {
+            drop(held);
+            Ok(true)
+        }
+        Err(e) if e.status == crate::Status::LockTimeout => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// True when the directory was left by a hap process that has since died.
 fn left_by_dead_hap(dir: &Path) -> bool {
     let Some((pid, ino, ctime)) = read_owner(dir) else {
@@ -305,9 +342,7 @@ fn left_by_dead_hap(dir: &Path) -> bool {
     if fs::symlink_metadata(dir).ok().map(|m| identity(&m)) != Some((ino, ctime)) {
         return false;
     }
-    // SAFETY: signal 0 only asks whether the pid exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    !pid_alive(pid)
 }
 
 /// Removes a stale lock directory (and the owner file that described it). `Err` says why

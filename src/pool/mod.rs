@@ -259,6 +259,20 @@ pub fn default_pool_without_hermes(cfg: &Config) -> bool {
     })
 }
 
+/// The store of the login `claude_code` rows borrow: the one place it is chosen. Claude
+/// Code's credentials file today; another login store (a Keychain item) is chosen here by
+/// its config key, and nothing else in pool or refresh changes.
+/// With `redis_url` (issue 16), it is the fleet's Redis.
+fn login_store(cfg: &Config, fleet: Option<&Arc<fleet::Fleet>>) -> Option<Arc<dyn Authority>> {
+    if let Some(f) = fleet {
+        return Some(f.authority());
+    }
+    cfg.credentials_path.clone().map(|p| {
+        Arc::new(CredentialsFile::new(p).with_claude_code_lock(cfg.claude_code_lock))
+            as Arc<dyn Authority>
+    })
+}
+
 /// The id of the in-memory row that stands for the credentials file when there is no pool
 /// file: stable across processes, derived from the file's path.
 fn memory_row_id(login: &dyn Authority) -> String {
@@ -296,13 +310,7 @@ impl Pool {
                 .pool_path
                 .clone()
                 .map(|p| PoolFile::new(p, cfg.provider.clone())),
-            login: match &fleet {
-                Some(f) => Some(f.authority()),
-                None => cfg.credentials_path.clone().map(|p| {
-                    Arc::new(CredentialsFile::new(p).with_claude_code_lock(cfg.claude_code_lock))
-                        as Arc<dyn Authority>
-                }),
-            },
+            login: login_store(&cfg, fleet.as_ref()),
             endpoint: TokenEndpoint::new(&cfg),
             view: Mutex::new(View::default()),
             flights: Flights::default(),

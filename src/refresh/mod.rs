@@ -247,7 +247,7 @@ impl Refresher<'_> {
             });
         }
         let leading = Leading {
-            flights: &self.flights,
+            flights: self.flights,
             key,
             flight,
         };

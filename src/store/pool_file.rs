@@ -271,6 +271,11 @@ impl PoolFile {
         Ok(fsio::link_chain(&self.path)?.pop().expect("never empty"))
     }
 
+    /// The journal of the rows that own their tokens: beside the file the path resolves to.
+    pub fn journal(&self) -> Result<Journal> {
+        Ok(Journal::for_store(&self.target()?))
+    }
+
     pub fn stamp(&self) -> Result<Option<FileStamp>> {
         fsio::stamp(&self.path)
     }
@@ -471,7 +476,7 @@ impl Authority for PoolRow {
     }
 
     fn journal(&self) -> Result<Journal> {
-        Ok(Journal::for_store(&self.file.target()?))
+        self.file.journal()
     }
 }
 

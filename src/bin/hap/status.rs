@@ -2,7 +2,6 @@
 //! exactly what the library sees, and never a secret).
 
 use crate::ui::{self, human_ms, Paint};
-use hap::inspect::CredentialsFile;
 use hap::{Config, Error, Pool};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -37,8 +36,8 @@ fn unadopted_login(cfg: &Config) -> Option<String> {
         return None;
     }
     let path = cfg.credentials_path.clone()?;
-    let read = CredentialsFile::new(path.clone()).read().ok()??;
-    read.pair.map(|_| path.display().to_string())
+    let login = hap::inspect::read_login(&path).ok()??;
+    login.map(|_| path.display().to_string())
 }
 
 struct Cell {
