@@ -1192,3 +1192,43 @@ fn stale_bench(r: &Row, creds_fp: Option<&str>) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::{pair, MemoryStore};
+
+    /// A login store no file stamp can watch (a Keychain item, a network service) needs no
+    /// special case here: its `Stamp::Unknown` never matches, so every call re-reads it.
+    #[test]
+    fn a_login_store_without_a_file_stamp_is_re_read_at_every_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_json_str(Some(
+            r#"{"credentials_path": null, "pool_path": null, "token_urls": ["http://127.0.0.1:9/t"]}"#,
+        ))
+        .unwrap();
+        let mut pool = Pool::open(cfg).unwrap();
+        let later = now_ms() + 3_600_000;
+        let store = MemoryStore::new(
+            &dir,
+            pair("sk-ant-oat01-fake-k1", "sk-ant-ort01-fake-k1", later),
+        );
+        pool.login = Some(store.clone());
+        pool.invalidate();
+        let req = ResolveRequest::default();
+        let token = |pool: &Pool| {
+            pool.resolve(&req)
+                .unwrap()
+                .access_token
+                .expose()
+                .to_string()
+        };
+        assert_eq!(token(&pool), "sk-ant-oat01-fake-k1");
+        assert_eq!(token(&pool), "sk-ant-oat01-fake-k1");
+        for n in 2..5 {
+            let t = format!("sk-ant-oat01-fake-k{n}");
+            store.set(pair(&t, &format!("sk-ant-ort01-fake-k{n}"), later));
+            assert_eq!(token(&pool), t);
+        }
+    }
+}

@@ -1,80 +1,14 @@
-//! The transaction on its own: an in-memory store (a third `Authority`, test code only: the
-//! proof that a new store needs nothing of the pool or of refresh), a ledger that records
+//! The transaction on its own: an in-memory store (`store/memory.rs`, a third `Authority`, test
+//! code only: the proof that a new store needs nothing of the pool or of refresh), a ledger that records
 //! what the refresh did to the rows, and a real HTTP token server on 127.0.0.1 that answers
 //! as each test says.
 
 use super::*;
-use crate::authority::{PairRead, Stamp};
 use crate::config::Config;
-use crate::lock::LockSpec;
+use crate::store::memory::{pair, MemoryStore};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
-
-/// A store that is no file: `Stamp::Unknown`, no lock, its journal in a temporary directory.
-struct MemoryStore {
-    pair: Mutex<Option<TokenPair>>,
-    journal_at: PathBuf,
-}
-
-impl MemoryStore {
-    fn new(dir: &tempfile::TempDir, pair: TokenPair) -> Arc<MemoryStore> {
-        Arc::new(MemoryStore {
-            pair: Mutex::new(Some(pair)),
-            journal_at: dir.path().join("memory.json"),
-        })
-    }
-
-    fn holds(&self) -> Option<TokenPair> {
-        self.pair.lock().unwrap().clone()
-    }
-
-    fn set(&self, pair: TokenPair) {
-        *self.pair.lock().unwrap() = Some(pair);
-    }
-}
-
-impl Authority for MemoryStore {
-    fn grant_key(&self) -> String {
-        "memory".into()
-    }
-    fn name(&self) -> String {
-        "memory".into()
-    }
-    fn file(&self) -> Option<PathBuf> {
-        None
-    }
-    fn stamp(&self) -> Result<Stamp> {
-        Ok(Stamp::Unknown)
-    }
-    fn read_pair(&self) -> Result<PairRead> {
-        Ok(PairRead {
-            stamp: Stamp::Unknown,
-            pair: self.holds(),
-        })
-    }
-    fn write_pair(
-        &self,
-        _held: &Held,
-        replaces: Option<&Secret>,
-        pair: &TokenPair,
-        _scopes: Option<&[String]>,
-    ) -> Result<Written> {
-        let mut held = self.pair.lock().unwrap();
-        if held.as_ref().and_then(|p| p.refresh.as_ref()) != replaces {
-            return Ok(Written::Moved);
-        }
-        *held = Some(pair.clone());
-        Ok(Written::Stored)
-    }
-    fn locks(&self) -> Result<Vec<LockSpec>> {
-        Ok(Vec::new())
-    }
-    fn journal(&self) -> Result<Journal> {
-        Ok(Journal::for_store(&self.journal_at))
-    }
-}
 
 /// What the refresh did to the rows.
 #[derive(Default)]
@@ -145,14 +79,6 @@ fn token_server(answer: Answer) -> TokenServer {
         }
     });
     TokenServer { url, posts }
-}
-
-fn pair(access: &str, refresh: &str, expires_at_ms: i64) -> TokenPair {
-    TokenPair {
-        access: Secret::new(access),
-        refresh: Some(Secret::new(refresh)),
-        expires_at_ms: Some(expires_at_ms),
-    }
 }
 
 fn issued(access: &str, refresh: &str) -> (u16, String) {

@@ -14,6 +14,9 @@ pub mod authority;
 pub mod credentials;
 pub mod fsio;
 pub mod journal;
+/// An in-memory store for unit tests (test code only).
+#[cfg(test)]
+pub mod memory;
 pub mod pool_file;
 #[cfg(feature = "redis")]
 pub mod redis;
