@@ -517,9 +517,9 @@ fn a_holder_paused_past_its_lease_still_commits_and_the_taker_waits_for_it() {
         &fleet_cfg(&s, &server, ha.path(), extra.clone()),
         0,
     );
-    wait_for("the holder's marker", 20, || {
-        !s.cli(&["HGET", "hap:posting", "token"]).is_empty()
-    });
+    // Its POST is at the server (counted on arrival), its marker in Redis.
+    wait_for("the holder's POST", 20, || server.posts() == 1);
+    assert!(!s.cli(&["HGET", "hap:posting", "token"]).is_empty());
     signal(a.id(), libc::SIGSTOP);
     // Past its lease: nobody renews it.
     wait_for("the lease to expire", 10, || {
@@ -553,9 +553,9 @@ fn redis_killed_during_a_refresh_loses_nothing() {
     server.script(json!([{"delay_ms": 1500}]));
     let cfg = fleet_cfg(&s, &server, ha.path(), json!({}));
     let a1 = spawn_in(ha.path(), &cfg, 0);
-    wait_for("the holder's marker", 20, || {
-        !s.cli(&["HGET", "hap:posting", "token"]).is_empty()
-    });
+    // Its POST is at the server (counted on arrival), its marker in Redis.
+    wait_for("the holder's POST", 20, || server.posts() == 1);
+    assert!(!s.cli(&["HGET", "hap:posting", "token"]).is_empty());
     s.kill9();
     let (v1, e1) = common::worker_result(a1);
     assert_eq!(v1["refreshed"], true, "{v1} {e1}");
@@ -620,7 +620,8 @@ fn redis_down_serves_a_valid_cached_token_then_fails_closed() {
     let (before, after): (Vec<_>, Vec<_>) = lines
         .iter()
         .partition(|v| v["t_ms"].as_i64().unwrap() < expiry - 50);
-    assert!(before.len() > 10 && after.len() > 5, "{lines:?}");
+    // Counts depend on load; each side needs a few resolves to say anything.
+    assert!(before.len() >= 2 && after.len() >= 2, "{lines:?}");
     for v in &before {
         assert!(v["sha"].is_string(), "a valid cached token is served: {v}");
     }
