@@ -717,6 +717,20 @@ fn hap_fleet_import_status_export() {
         assert!(!out.contains(secret) && !err.contains(secret));
     }
 
+    // `hap status` and `hap doctor` show the authority, its version and lease, no secret.
+    let (code, out, err) = hap_cli(h.path(), &["--config", c, "status"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("fleet authority: redis://refresher@"), "{out}");
+    assert!(out.contains("login version 1"), "{out}");
+    let (_, out, err) = hap_cli(h.path(), &["--config", c, "doctor", "--json"]);
+    assert!(
+        out.contains("\"fleet\"") && out.contains("login version 1"),
+        "{out} {err}"
+    );
+    for secret in [A1, R1, redis_server::REFRESHER_PW] {
+        assert!(!out.contains(secret) && !err.contains(secret));
+    }
+
     // Export into another host's credentials file.
     let h2 = host(&s);
     let creds2 = h2.path().join(".claude/.credentials.json");

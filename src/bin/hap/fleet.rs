@@ -133,3 +133,97 @@ mod imp {
         }
     }
 }
+
+/// `hap doctor`'s `fleet` check (issue 16): with `redis_url`, is the authority reachable,
+/// what may this ACL user do, is there a login, who holds the lease. Never a secret.
+pub fn findings(cfg: &Config) -> Vec<crate::doctor::Finding> {
+    use crate::doctor::{Finding, Level};
+    let mut out = Vec::new();
+    if cfg.redis_url.is_none() {
+        return out;
+    }
+    let mut add = |level, what: String, fix: Option<&str>| {
+        out.push(Finding {
+            level,
+            check: "fleet",
+            what,
+            fix: fix.map(str::to_string),
+        })
+    };
+    #[cfg(not(feature = "redis"))]
+    add(
+        Level::Error,
+        "redis_url is set but this hap was built without the 'redis' feature".into(),
+        Some("use a hap built with --features redis (scripts/dist builds include it)"),
+    );
+    #[cfg(feature = "redis")]
+    match hap::fleet::status(cfg) {
+        Err(e) => add(
+            Level::Error,
+            format!("the fleet authority does not answer: {}", e.message),
+            Some(
+                "check redis_url, the ACL user and its password (redis_password_file or \
+                 HAP_REDIS_PASSWORD); `hap fleet status` retries",
+            ),
+        ),
+        Ok(doc) => {
+            let url = doc["redis_url"].as_str().unwrap_or("?").to_string();
+            let role = doc["role"].as_str().unwrap_or("?").to_string();
+            match doc["version"].as_u64() {
+                Some(v) => add(
+                    Level::Ok,
+                    format!("{url}: login version {v}; this ACL user is a {role}"),
+                    None,
+                ),
+                None => add(
+                    Level::Warn,
+                    format!("{url}: no login in Redis; this ACL user is a {role}"),
+                    Some("`hap fleet import` on the host that holds the login"),
+                ),
+            }
+            if let (Some(owner), Some(ttl)) =
+                (doc["lease_holder"].as_str(), doc["lease_ttl_ms"].as_i64())
+            {
+                add(
+                    Level::Info,
+                    format!("refresh lease held by {owner}, {ttl} ms left"),
+                    None,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `hap status`'s fleet lines, when `redis_url` is set.
+#[cfg(feature = "redis")]
+pub fn status_lines(cfg: &Config) -> String {
+    if cfg.redis_url.is_none() {
+        return String::new();
+    }
+    match hap::fleet::status(cfg) {
+        Err(e) => format!("fleet authority: not answering ({})\n", e.message),
+        Ok(doc) => {
+            let mut s = format!(
+                "fleet authority: {} (prefix {}), this ACL user a {}",
+                doc["redis_url"].as_str().unwrap_or("?"),
+                doc["redis_prefix"].as_str().unwrap_or("?"),
+                doc["role"].as_str().unwrap_or("?")
+            );
+            match doc["version"].as_u64() {
+                Some(v) => s.push_str(&format!(", login version {v}")),
+                None => s.push_str(", no login (hap fleet import)"),
+            }
+            match doc["lease_holder"].as_str() {
+                Some(owner) => s.push_str(&format!(", lease held by {owner}\n")),
+                None => s.push_str(", lease free\n"),
+            }
+            s
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+pub fn status_lines(_cfg: &Config) -> String {
+    String::new()
+}
