@@ -76,6 +76,12 @@ use pool::policy;
 use refresh::oauth;
 use store::{authority, credentials, fsio, journal, pool_file, watch};
 
+/// `hap fleet import|export|status` as library calls (issue 16, docs/FLEET.md; feature
+/// `redis`).
+#[cfg(feature = "redis")]
+pub mod fleet {
+    pub use crate::pool::fleet::admin::*;
+}
 pub use config::{Config, Strategy};
 pub use error::{Error, Result, Status};
 pub use pool::{CredentialStatus, FailureOutcome, Pool, PoolCounters, PoolStatus, Token};
@@ -126,5 +132,10 @@ pub mod internals {
         refresh => crate::refresh,
         request => crate::request,
         secret => crate::secret,
+    }
+    /// The fleet authority (issue 16), for tests/redis.rs.
+    #[cfg(feature = "redis")]
+    pub mod redis {
+        pub use crate::store::redis::*;
     }
 }

@@ -532,12 +532,50 @@ pub enum LockSpec {
     Flock(Vec<PathBuf>),
     /// Claude Code's refresh lock directory ([`RefreshLockDir`], `proper-lockfile`).
     ClaudeCodeDir(PathBuf),
+    /// A lease in a network service: the fleet's Redis `SET NX PX` (issue 16,
+    /// `store/redis.rs`), taken by the store's own code, released when dropped.
+    Lease(LeaseSource),
 }
 
-#[derive(Debug)]
+/// Takes a network lease by a deadline; the returned guard holds it until dropped.
+pub trait TakeLease: Send + Sync {
+    fn take(&self, deadline: Instant) -> Result<Box<dyn Send>>;
+    /// For messages and `Debug`: where the lease lives, never a secret.
+    fn name(&self) -> String;
+}
+
+/// A [`TakeLease`] as lock data: equal when it is the same source.
+#[derive(Clone)]
+pub struct LeaseSource(pub std::sync::Arc<dyn TakeLease>);
+
+impl std::fmt::Debug for LeaseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LeaseSource({})", self.0.name())
+    }
+}
+
+impl PartialEq for LeaseSource {
+    fn eq(&self, other: &LeaseSource) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LeaseSource {}
+
 enum HeldLock {
     Flock(Vec<PathBuf>, FileLock),
     Dir { _held: RefreshLockDir },
+    Lease { _held: Box<dyn Send> },
+}
+
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeldLock::Flock(p, _) => write!(f, "Flock({p:?})"),
+            HeldLock::Dir { .. } => write!(f, "Dir"),
+            HeldLock::Lease { .. } => write!(f, "Lease"),
+        }
+    }
 }
 
 /// The locks of one transaction, taken in the order listed and released in reverse order
@@ -567,6 +605,9 @@ impl Held {
                     let held = RefreshLockDir::acquire(dir, deadline, timeout_ms, waited)?;
                     HeldLock::Dir { _held: held }
                 }
+                LockSpec::Lease(source) => HeldLock::Lease {
+                    _held: source.0.take(deadline)?,
+                },
             });
         }
         Ok(held)

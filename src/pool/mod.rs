@@ -6,6 +6,8 @@
 //! changed or the token needs it. The refresh transaction itself lives in `refresh.rs`.
 
 /// Pure rules: availability, benches, terminal reasons, strategies.
+/// The fleet authority in Redis (issue 16), when `redis_url` is set.
+pub(crate) mod fleet;
 pub mod policy;
 
 use crate::authority::{Authority, Stamp};
@@ -160,6 +162,8 @@ pub struct Pool {
     watch_wanted: AtomicBool,
     /// hap agent (issue 15): set when the config's `agent` key is prefer or require.
     agent: Option<crate::agent::client::Link>,
+    /// Issue 16: the login lives in Redis (config `redis_url`); `login` is this store.
+    pub(crate) fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// The token a row serves, from whichever store is its authority.
@@ -258,7 +262,11 @@ pub fn default_pool_without_hermes(cfg: &Config) -> bool {
 /// The store of the login `claude_code` rows borrow: the one place it is chosen. Claude
 /// Code's credentials file today; another login store (a Keychain item) is chosen here by
 /// its config key, and nothing else in pool or refresh changes.
-fn login_store(cfg: &Config) -> Option<Arc<dyn Authority>> {
+/// With `redis_url` (issue 16), it is the fleet's Redis.
+fn login_store(cfg: &Config, fleet: Option<&Arc<fleet::Fleet>>) -> Option<Arc<dyn Authority>> {
+    if let Some(f) = fleet {
+        return Some(f.authority());
+    }
     cfg.credentials_path.clone().map(|p| {
         Arc::new(CredentialsFile::new(p).with_claude_code_lock(cfg.claude_code_lock))
             as Arc<dyn Authority>
@@ -291,12 +299,18 @@ impl Pool {
             ));
             cfg.pool_path = None;
         }
+        let fleet = fleet::Fleet::open(&cfg)?;
+        if fleet.is_some() {
+            // The fleet's login is the one credential; no file of this host holds it.
+            cfg.pool_path = None;
+            cfg.credentials_path = None;
+        }
         let pool = Pool {
             pool_file: cfg
                 .pool_path
                 .clone()
                 .map(|p| PoolFile::new(p, cfg.provider.clone())),
-            login: login_store(&cfg),
+            login: login_store(&cfg, fleet.as_ref()),
             endpoint: TokenEndpoint::new(&cfg),
             view: Mutex::new(View::default()),
             flights: Flights::default(),
@@ -305,6 +319,7 @@ impl Pool {
             watch: OnceLock::new(),
             watch_wanted: AtomicBool::new(false),
             agent: crate::agent::client::Link::new(&cfg),
+            fleet,
             cfg,
         };
         // hap agent (issue 15): a pool that defers to a running agent never reads a store.
@@ -400,7 +415,7 @@ impl Pool {
             if trust_watch && w.unchanged() {
                 let v = self.lock_view();
                 // A login store the watch cannot see (no file) is never vouched for.
-                let watchable = !matches!(v.creds_stamp, Stamp::Unknown);
+                let watchable = matches!(v.creds_stamp, Stamp::File(_));
                 if v.pool_known && v.creds_known && watchable && !(sync && v.unsynced) {
                     return Ok(v);
                 }
@@ -431,7 +446,12 @@ impl Pool {
                 // as garbage for a moment. With a view already read, keep serving it: any
                 // decision that writes re-reads the store under its lock and reports the
                 // corruption there, and the stamps stay old so the next call looks again.
-                Err(e) if e.status == Status::StoreCorrupt && had_view => {
+                // A network store (the fleet's Redis) that does not answer: the same, and the
+                // refresh, which cannot take its lease, fails closed (UNAVAILABLE).
+                Err(e)
+                    if (e.status == Status::StoreCorrupt || e.status == Status::Unavailable)
+                        && had_view =>
+                {
                     crate::log::debug(format_args!("{e}; serving the last good view"));
                     return Ok(self.lock_view());
                 }
@@ -450,6 +470,12 @@ impl Pool {
     /// exist yet (no pool file before the first write) cannot be watched, and stat serves
     /// until it can.
     fn ensure_watch(&self) {
+        if let Some(f) = &self.fleet {
+            if self.watch_wanted.load(Ordering::Relaxed) {
+                f.start_watch();
+            }
+            return;
+        }
         if self.watch.get().is_some() || !self.watch_wanted.load(Ordering::Relaxed) {
             return;
         }
@@ -760,6 +786,20 @@ impl Pool {
         let now = now_ms();
         if !force && is_fresh(&row, &pair, min_validity, now) {
             return Ok(Self::token_of(&row, pair, false));
+        }
+        if self.fleet.as_ref().is_some_and(|f| f.is_consumer()) {
+            // A fleet consumer never refreshes (its ACL user cannot read the refresh
+            // token): it serves what Redis has and waits for a refresher host's rotation.
+            if not_expired(&pair, now) && !is_rejected(&row, &pair) {
+                return Ok(Self::token_of(&row, pair, false));
+            }
+            return Err(Error::new(
+                Status::Unavailable,
+                "this host is a fleet consumer: its token has expired and a refresher host \
+                 has not rotated the login yet",
+            )
+            .with_retry_at(Some(now.saturating_add(1000)))
+            .with_credential(id));
         }
         let refreshable = row.is_oauth() && row.kind() != Kind::Foreign && pair.refresh.is_some();
         if !refreshable {

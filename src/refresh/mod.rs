@@ -631,14 +631,18 @@ impl Refresher<'_> {
         }
         // The possibly-spent rule (module comment).
         let mut retrying_unanswered = false;
-        if let Some(p) = doc.possibly_spent(key, &token_fp) {
-            let now = now_ms();
-            // Clamped: a marker from a clock that ran ahead must not keep siblings waiting.
-            let left_ms = p
-                .at_ms
+        let now = now_ms();
+        // Clamped: a marker from a clock that ran ahead must not keep siblings waiting.
+        let local = doc.possibly_spent(key, &token_fp).map(|p| {
+            p.at_ms
                 .saturating_add(WATCH_MS)
                 .saturating_sub(now)
-                .clamp(0, WATCH_MS);
+                .clamp(0, WATCH_MS)
+        });
+        // Issue 16: a store shared beyond this machine keeps a marker every host sees.
+        let shared = a.posting_left_ms(&token_fp, now)?;
+        if local.is_some() || shared.is_some() {
+            let left_ms = local.unwrap_or(0).max(shared.unwrap_or(0));
             if left_ms > 0 {
                 if !may_retry {
                     return Err(unavailable(
@@ -682,6 +686,12 @@ impl Refresher<'_> {
             )
             .with_path(journal.path())
             .with_credential(&row.id));
+        }
+        // Issue 16: and where the other hosts see it. Not there: do not POST.
+        if let Err(e) = a.mark_posting(&token_fp, now_ms()) {
+            doc.posts.retain(|p| p.grant != key);
+            let _ = journal.write(&mut doc);
+            return Err(e.with_credential(&row.id));
         }
 
         // Step 6: the one POST.
@@ -772,6 +782,7 @@ impl Refresher<'_> {
                 // Step 9: a back-off every process sees, through the journal. The answer
                 // says the token was not spent: the POST's marker ends.
                 doc.posts.retain(|p| p.grant != key);
+                a.clear_posting(&token_fp);
                 let until = self.back_off(key, &mut doc, http_status, retry_after_ms);
                 if let Err(e) = journal.write(&mut doc) {
                     log::debug(format_args!("journal not written: {}", e.status.name()));

@@ -26,6 +26,9 @@ pub enum Stamp {
     /// A file's identity and change time (see [`FileStamp`]); `None` when the file does not
     /// exist. Equal stamps mean the same bytes.
     File(Option<FileStamp>),
+    /// A version a store learns of without reading the pair (the fleet's rotation
+    /// subscription, issue 16): equal versions mean nothing was published in between.
+    Version(u64),
     /// No cheap stamp exists: re-read the store at every decision. (Also "not read yet".)
     #[default]
     Unknown,
@@ -35,6 +38,7 @@ impl PartialEq for Stamp {
     fn eq(&self, other: &Stamp) -> bool {
         match (self, other) {
             (Stamp::File(a), Stamp::File(b)) => a == b,
+            (Stamp::Version(a), Stamp::Version(b)) => a == b,
             _ => false,
         }
     }
@@ -122,4 +126,20 @@ pub trait Authority: Send + Sync {
     /// beside the store, keyed on the file a symlinked path resolves to, so every spelling
     /// of one store shares one journal. A store that is no file names a file of its own.
     fn journal(&self) -> Result<Journal>;
+
+    /// A store shared beyond this machine (the fleet's Redis, issue 16) keeps the
+    /// possibly-spent marker where every host sees it: written before the POST (an error:
+    /// do not POST), and the time left of the window another host's marker of `token_fp`
+    /// imposes. A file store has only the journal's marker: these do nothing.
+    fn mark_posting(&self, _token_fp: &str, _at_ms: i64) -> Result<()> {
+        Ok(())
+    }
+
+    /// See [`mark_posting`](Self::mark_posting): `Some(ms left)` when such a marker exists.
+    fn posting_left_ms(&self, _token_fp: &str, _now_ms: i64) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
+    /// The token endpoint answered without spending `token_fp`: its marker ends.
+    fn clear_posting(&self, _token_fp: &str) {}
 }

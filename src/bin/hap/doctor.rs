@@ -1288,6 +1288,8 @@ pub fn diagnose(cfg: &Config, online: bool) -> Vec<Finding> {
     d.locks();
     // hap agent (issue 15).
     d.findings.extend(crate::agent::findings(cfg));
+    // hap fleet (issue 16).
+    d.findings.extend(crate::fleet::findings(cfg));
     d.resolvable();
     if online {
         d.online();

@@ -9,6 +9,12 @@ use std::process::ExitCode;
 pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
     let skew = cfg.refresh_skew_ms as i64;
     let unadopted = unadopted_login(&cfg);
+    // Issue 16: the fleet's authority, lease and version (docs/FLEET.md).
+    let fleet = if json {
+        String::new()
+    } else {
+        crate::fleet::status_lines(&cfg)
+    };
     let pool = Pool::open(cfg)?;
     let doc = pool.status()?;
     if json {
@@ -27,6 +33,7 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
     ui::out(&render(&doc, note, skew, hap::inspect::now_ms(), paint));
     // hap agent (issue 15): alive, last and next refresh.
     ui::out(&crate::agent::status_line(paint));
+    ui::out(&fleet);
     Ok(ExitCode::SUCCESS)
 }
 
