@@ -79,6 +79,22 @@ type Config struct {
 	// Agent defers to a running `hap agent` serving the same stores: then the
 	// process reads no store and never holds a refresh token (docs/AGENT.md).
 	Agent AgentMode
+
+	// Fleet makes a Redis server the login's authority and refresh lease, for one
+	// person's own hosts sharing one login (docs/FLEET.md). Needs a libhap built
+	// with the cargo feature "redis"; the zero value sends nothing.
+	Fleet FleetConfig
+}
+
+// FleetConfig holds the redis_* keys of docs/ABI.md.
+type FleetConfig struct {
+	// URL is redis://user@host:port/db or rediss://...; a URL holding a password
+	// is refused (use PasswordFile or $HAP_REDIS_PASSWORD).
+	URL          string
+	PasswordFile string
+	Prefix       string        // key prefix (default "hap:")
+	CAFile       string        // PEM CA for a rediss:// server with a private CA
+	Lease        time.Duration // the refresh lease's time to live (default 10 s)
 }
 
 // MarshalJSON returns the config JSON hap_pool_open receives: only the keys
@@ -104,6 +120,10 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	setStr("user_agent", c.UserAgent)
 	setStr("strategy", string(c.Strategy))
 	setStr("agent", string(c.Agent))
+	setStr("redis_url", c.Fleet.URL)
+	setStr("redis_password_file", c.Fleet.PasswordFile)
+	setStr("redis_prefix", c.Fleet.Prefix)
+	setStr("redis_ca_file", c.Fleet.CAFile)
 	for _, d := range []struct {
 		key, field string
 		v          time.Duration
@@ -111,6 +131,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		{"refresh_skew_ms", "RefreshSkew", c.RefreshSkew},
 		{"lock_timeout_ms", "LockTimeout", c.LockTimeout},
 		{"http_timeout_ms", "HTTPTimeout", c.HTTPTimeout},
+		{"redis_lease_ms", "Fleet.Lease", c.Fleet.Lease},
 	} {
 		if d.v < 0 {
 			return nil, invalidArgument(fmt.Sprintf("Config.%s is negative", d.field))
@@ -201,6 +222,16 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			out.DisableExternalLogins = on != nil && !*on
 		case "agent":
 			err = decodeOpt(v, (*string)(&out.Agent))
+		case "redis_url":
+			err = decodeOpt(v, &out.Fleet.URL)
+		case "redis_password_file":
+			err = decodeOpt(v, &out.Fleet.PasswordFile)
+		case "redis_prefix":
+			err = decodeOpt(v, &out.Fleet.Prefix)
+		case "redis_ca_file":
+			err = decodeOpt(v, &out.Fleet.CAFile)
+		case "redis_lease_ms":
+			err = decodeMS(v, &out.Fleet.Lease)
 		default:
 			return invalidArgument(fmt.Sprintf("unknown config key %q", k))
 		}

@@ -1,0 +1,36 @@
+package hap_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	hap "github.com/hap-oauth/hap/bindings/go"
+)
+
+// Go's Config sends only the keys it has fields for: the fleet keys must reach the
+// library and come back from a shared config file unchanged.
+func TestConfigFleetJSON(t *testing.T) {
+	cfg := hap.Config{Fleet: hap.FleetConfig{
+		URL:          "rediss://hap-refresher@127.0.0.1:6380/0",
+		PasswordFile: "/run/secrets/hap-redis",
+		Prefix:       "me:",
+		CAFile:       "/etc/hap/ca.pem",
+		Lease:        1500 * time.Microsecond, // rounds up to 2 ms
+	}}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"redis_ca_file":"/etc/hap/ca.pem","redis_lease_ms":2,"redis_password_file":"/run/secrets/hap-redis","redis_prefix":"me:","redis_url":"rediss://hap-refresher@127.0.0.1:6380/0"}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	var back hap.Config
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if b2, _ := json.Marshal(back); string(b2) != want {
+		t.Fatalf("round trip: %s", b2)
+	}
+}
