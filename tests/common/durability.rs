@@ -1,4 +1,4 @@
-//! Helpers of tests/hostile_refresh.rs: a tiny tmpfs to fill, a throwaway user, signals,
+//! Helpers of tests/hostile/refresh.rs: a tiny tmpfs to fill, a throwaway user, signals,
 //! and waiting for the fake server to have seen a POST.
 
 //!

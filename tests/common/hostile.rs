@@ -1,4 +1,4 @@
-//! Scaffolding for `tests/hostile_files.rs`: the `hap` binary run with a deadline (a hang
+//! Scaffolding for `tests/hostile/files.rs`: the `hap` binary run with a deadline (a hang
 //! is a failure, not a stuck suite), and an unprivileged throwaway user for the repros that
 //! root would bypass (permissions, sticky directories).
 #![allow(dead_code)]

@@ -7,11 +7,10 @@
 //! The permission repros run as an unprivileged throwaway user (root bypasses permissions);
 //! they create it when run as root, as CI is, and say SKIPPED loudly otherwise.
 
-mod common;
-#[path = "common/hostile.rs"]
+#[path = "../common/hostile.rs"]
 mod hostile;
 
-use common::*;
+use crate::common::*;
 use hostile::*;
 use serde_json::{json, Value};
 use std::fs;

@@ -3,8 +3,7 @@
 //! tests that look at this process's threads run in a child process of their own so that
 //! the other tests' pools cannot be seen.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -305,11 +304,15 @@ fn until_threads(what: &str, ok: impl Fn(&[String]) -> bool) {
 }
 
 /// Runs one `#[ignore]`d test of this file in a child process (its own threads only).
+/// `name` is the test's name inside this module; the harness knows it by its module path
+/// (`policy::<name>`), and `--exact` wants that path.
 fn in_child(name: &str, envs: &[(&str, &str)]) {
+    let path = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let full = format!("{path}::{name}");
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            name,
+            &full,
             "--ignored",
             "--nocapture",
             "--test-threads=1",

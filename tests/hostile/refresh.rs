@@ -4,9 +4,8 @@
 //! The rule every test checks from its side: once the token server has answered, the new
 //! pair is never dropped, and no expired or malformed token is served as valid.
 
-mod common;
-use common::*;
-#[path = "common/durability.rs"]
+use crate::common::*;
+#[path = "../common/durability.rs"]
 mod durability;
 use durability::*;
 
