@@ -147,10 +147,12 @@ impl Row {
             last_error_reason: s("last_error_reason"),
             last_error_message: s("last_error_message"),
             last_error_reset_at: f("last_error_reset_at"),
+            // Python writes 3, but a row another tool rewrote may say 3.0: both are 3 (the
+            // float once read as 0, and hap's next write-back reset the count).
             request_count: obj
                 .get("request_count")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
+                .and_then(json_ms)
+                .map_or(0, |n| n.max(0) as u64),
             secret_fingerprint: s("secret_fingerprint"),
             rejected_fingerprint: s(KEY_REJECTED),
             retried_fingerprint: s(KEY_RETRIED),
@@ -536,6 +538,16 @@ mod tests {
         let rows = PoolFile::new(p, "anthropic".into()).read().unwrap().rows;
         assert_eq!(rows[0].last_status_at, Some(100.0));
         assert_eq!(rows[0].last_error_reset_at, Some(200.5));
+    }
+
+    #[test]
+    fn a_request_count_written_as_a_float_keeps_its_value() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("auth.json");
+        std::fs::write(&p, r#"{"credential_pool": {"anthropic": [{"id": "a1b2c3", "source": "manual", "request_count": 7.0},
+            {"id": "d4e5f6", "source": "manual", "request_count": 5}]}}"#).unwrap();
+        let rows = PoolFile::new(p, "anthropic".into()).read().unwrap().rows;
+        assert_eq!((rows[0].request_count, rows[1].request_count), (7, 5));
     }
 
     #[test]
