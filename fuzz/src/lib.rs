@@ -387,10 +387,15 @@ fn assert_same_doc(what: &str, got: &Value, want: &Value, strict: bool) {
 /// `CredentialsFile::read` on arbitrary bytes; on a valid file, `write_pair` changes the
 /// token fields and nothing else.
 pub fn check_credentials_file(data: &[u8], strict: bool) {
+    // One sandbox file for the process: tests/fuzz_corpus.rs replays the corpus and the
+    // findings on parallel threads, and a write of one input landed in another's check once
+    // write_pair took Claude Code's storage-write lock (a wider window, issue 12).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let sb = sandbox();
     let path = sb.root.join("creds/.credentials.json");
     std::fs::write(&path, data).unwrap();
-    let file = CredentialsFile::new(path.clone());
+    let file = CredentialsFile::new(path.clone()).without_settle();
     let read = file.read();
     assert_eq!(
         std::fs::read(&path).unwrap(),

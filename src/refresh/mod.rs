@@ -6,8 +6,9 @@
 //! 1. In-process single flight: one refresh per grant at a time; other threads wait for the
 //!    leader's result on a condvar (no mutex is held across network I/O or a lock wait).
 //! 2. Cross-process: take the authority's locks: `.credentials.lock`, then Claude Code's
-//!    `.oauth_refresh.lock` directory (if enabled) for the credentials file; `auth.lock` for
-//!    a row that owns its tokens. Bounded by `lock_timeout_ms`.
+//!    `.oauth_refresh.lock` and `~/.claude.lock` directories (if enabled) for the
+//!    credentials file; `auth.lock` for a row that owns its tokens. Bounded by
+//!    `lock_timeout_ms`.
 //! 3. Re-read the authority. A different access token, valid long enough, means a sibling
 //!    refreshed while we waited: adopt it, no POST. A pair of this process that no file
 //!    took yet (step 7) is saved again and served.
@@ -62,7 +63,7 @@ use crate::clock::now_ms;
 use crate::credentials::TokenPair;
 use crate::error::{Error, Result, Status};
 use crate::journal::{Entry, Journal, JournalDoc, Post};
-use crate::lock::{FileLock, RefreshLockDir};
+use crate::lock::{ClaudeLocks, FileLock};
 use crate::oauth::RefreshError;
 use crate::pool::{is_fresh, pair_for, Pool};
 use crate::pool_file::{Kind, Row};
@@ -162,7 +163,7 @@ enum Authority {
 /// Locks held for one transaction; dropped in reverse order of taking.
 struct Held {
     pool: Option<FileLock>,
-    _refresh_dir: Option<RefreshLockDir>,
+    _refresh_dir: Option<ClaudeLocks>,
     _creds: Option<FileLock>,
 }
 
@@ -268,8 +269,8 @@ impl Pool {
                 let l = self.lock_file(&creds.lock_paths()?, deadline)?;
                 let dir = if self.cfg.claude_code_lock {
                     let mut waited = false;
-                    let d = RefreshLockDir::acquire(
-                        &creds.refresh_lock_dir(),
+                    let d = ClaudeLocks::acquire(
+                        &creds.refresh_lock_dirs(),
                         deadline,
                         self.cfg.lock_timeout_ms,
                         &mut waited,

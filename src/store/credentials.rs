@@ -28,9 +28,20 @@ pub struct CredentialsRead {
     pub pair: Option<TokenPair>,
 }
 
+/// Re-reads of an unparseable file before it is called corrupt (~0.3 s in all): long enough
+/// for an in-place writer descheduled between its truncate and its write on a loaded
+/// machine, short enough that a truly corrupt file is reported at once.
+const SETTLE_MS: &[u64] = &[5, 20, 50, 100, 150];
+
+/// How long a write waits for `.storage-write.lock`: past its 15 s stale age, so a lock
+/// left by a killed writer is taken over, not waited out into an error.
+const STORAGE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[derive(Clone, Debug)]
 pub struct CredentialsFile {
     path: PathBuf,
+    /// Re-read a file that looks cut before calling it corrupt ([`SETTLE_MS`]).
+    settle: bool,
 }
 
 /// A number that may arrive as an integer or a float (JavaScript writes both).
@@ -84,6 +95,15 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Map<String, Value>, Option<TokenP
     Ok((root, pair))
 }
 
+/// What a reader sees in the middle of an in-place rewrite: nothing yet, or a prefix of the
+/// JSON (whitespace included).
+fn cut(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .err()
+            .is_some_and(|e| e.is_eof())
+}
+
 /// Keeps the file's own layout: Claude Code writes indented JSON, other tools compact.
 pub fn serialize_like(original: &[u8], value: &Value) -> Vec<u8> {
     let pretty = original.iter().take(64).any(|&b| b == b'\n');
@@ -101,7 +121,14 @@ pub fn serialize_like(original: &[u8], value: &Value) -> Vec<u8> {
 
 impl CredentialsFile {
     pub fn new(path: PathBuf) -> CredentialsFile {
-        CredentialsFile { path }
+        CredentialsFile { path, settle: true }
+    }
+
+    /// Reports a cut file at once: for the fuzz harness, which feeds cut files by the
+    /// hundred thousand and has no writer to wait for.
+    pub fn without_settle(mut self) -> CredentialsFile {
+        self.settle = false;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -138,27 +165,85 @@ impl CredentialsFile {
         self.path.with_file_name(".oauth_refresh.lock")
     }
 
+    /// Every refresh lock directory of Claude Code, in the order it takes them:
+    /// `<dir>/.oauth_refresh.lock`, then `<realpath(dir)>.lock` (`~/.claude.lock`; the
+    /// unresolved path when realpath fails, as Claude Code does). `<dir>` is the directory
+    /// the path names, not a symlink's target: Claude Code locks its config directory.
+    pub fn refresh_lock_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.refresh_lock_dir()];
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if let Some(name) = real.file_name() {
+            let mut name = name.to_os_string();
+            name.push(".lock");
+            dirs.push(real.with_file_name(name));
+        }
+        dirs
+    }
+
+    /// `<dir>/.storage-write.lock`: Claude Code 2.1.328 takes it (mkdir, stale 15 s) around
+    /// every read-modify-write of this file, its compare-and-swap save after a POST
+    /// included.
+    pub fn storage_write_lock(&self) -> PathBuf {
+        self.path.with_file_name(".storage-write.lock")
+    }
+
     pub fn stamp(&self) -> Result<Option<FileStamp>> {
         fsio::stamp(&self.path)
     }
 
-    /// `Ok(None)` when the file does not exist; `STORE_CORRUPT` when it cannot be parsed.
+    /// `Ok(None)` when the file does not exist; `STORE_CORRUPT` when it cannot be parsed,
+    /// after [`SETTLE_MS`] of re-reads.
     pub fn read(&self) -> Result<Option<CredentialsRead>> {
-        let Some((bytes, stamp)) = fsio::read_with_stamp(&self.path)? else {
-            return Ok(None);
-        };
-        let (_, pair) = parse(&self.path, &bytes)?;
-        Ok(Some(CredentialsRead { stamp, pair }))
+        Ok(self
+            .read_parsed()?
+            .map(|(_, stamp, _, pair)| CredentialsRead { stamp, pair }))
+    }
+
+    /// The file's bytes, stamp, root object and pair. Claude Code 2.1.126 and older write
+    /// this file in place (`writeFileSync`: truncate, then write), so a read can land
+    /// between the two and see an empty or cut file: one `hap token` in 168 of the interop
+    /// race got `STORE_CORRUPT` that way (issue 12). A read that looks cut (empty, or JSON
+    /// that ends early) is retried for a moment; any other unparseable file, or one that
+    /// stays cut, is reported, and never written.
+    #[allow(clippy::type_complexity)]
+    fn read_parsed(
+        &self,
+    ) -> Result<Option<(Vec<u8>, FileStamp, Map<String, Value>, Option<TokenPair>)>> {
+        let mut waits = SETTLE_MS.iter();
+        loop {
+            let Some((bytes, stamp)) = fsio::read_with_stamp(&self.path)? else {
+                return Ok(None);
+            };
+            match parse(&self.path, &bytes) {
+                Ok((root, pair)) => return Ok(Some((bytes, stamp, root, pair))),
+                Err(e) if e.status == crate::Status::StoreCorrupt && self.settle && cut(&bytes) => {
+                    match waits.next() {
+                        Some(&ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Replaces the token fields, and only those. The caller holds `.credentials.lock`.
-    /// Re-reads the file first so a key another tool wrote a moment ago is not lost.
+    /// Re-reads the file first so a key another tool wrote a moment ago is not lost; the
+    /// re-read and the rename run under Claude Code's `.storage-write.lock`, and only they
+    /// (a hap killed inside a longer hold would make Claude Code's save after its POST
+    /// fail for 15 s).
     pub fn write_pair(&self, pair: &TokenPair, scopes: Option<&[String]>) -> Result<FileStamp> {
-        let (original, mut root) = match fsio::read_with_stamp(&self.path)? {
-            Some((bytes, _)) => {
-                let (root, _) = parse(&self.path, &bytes)?;
-                (bytes, root)
-            }
+        let mut waited = false;
+        let _storage = crate::lock::RefreshLockDir::acquire_stale_after(
+            &self.storage_write_lock(),
+            crate::lock::STORAGE_WRITE_STALE,
+            std::time::Instant::now() + STORAGE_WRITE_WAIT,
+            STORAGE_WRITE_WAIT.as_millis() as u64,
+            &mut waited,
+        )?;
+        let (original, mut root) = match self.read_parsed()? {
+            Some((bytes, _, root, _)) => (bytes, root),
             // Recreating a deleted file (a journal replay after the user removed it) with
             // just the login is the least surprising outcome.
             None => (b"{\n".to_vec(), Map::new()),
