@@ -100,10 +100,17 @@ impl Default for Config {
             token_urls: DEFAULT_TOKEN_URLS.iter().map(|s| s.to_string()).collect(),
             client_id: DEFAULT_CLIENT_ID.into(),
             user_agent: format!("hap/{}", env!("CARGO_PKG_VERSION")),
-            refresh_skew_ms: 120_000,
+            // Claude Code's own: it refreshes 5 minutes before expiry (FINDINGS.md §2).
+            refresh_skew_ms: 300_000,
             strategy: Strategy::FillFirst,
-            lock_timeout_ms: 25_000,
-            http_timeout_ms: 10_000,
+            // Past Claude Code's longest legitimate hold of its refresh locks: POST (30 s),
+            // profile fetch (10 s), save (FINDINGS.md §3). At 25 s hap gave up on a lock
+            // Claude Code still rightly held.
+            lock_timeout_ms: 45_000,
+            // Claude Code's own POST timeout (FINDINGS.md §4). At 10 s hap abandoned its POST
+            // and released the locks while the token might be spent; Claude Code then POSTed
+            // the same refresh token (the `hap-first-12s` rounds, BENCHMARKS.md §9).
+            http_timeout_ms: 30_000,
             claude_code_lock: true,
             adopt_external_logins: true,
             agent: crate::agent::AgentMode::Off,

@@ -189,3 +189,52 @@ fn a_truly_corrupt_file_is_reported_and_left_alone() {
     assert_eq!(std::fs::read(h.creds_path()).unwrap(), bytes);
     assert_eq!(s.posts(), 0);
 }
+
+// --- Item 2: never release a lock while a token may be spent (FINDINGS.md §7, §11) ---------
+
+/// Claude Code's timings: POST timeout 30 s, refresh 5 minutes before expiry, and a lock wait
+/// past its longest legitimate hold (~40 s).
+#[test]
+fn defaults_match_claude_codes_timings() {
+    let c = hap::Config::from_json_str(Some(r#"{"pool_path": null}"#)).unwrap();
+    assert!(c.http_timeout_ms >= 30_000, "{}", c.http_timeout_ms);
+    assert_eq!(c.refresh_skew_ms, 300_000);
+    assert!(c.lock_timeout_ms >= 40_000, "{}", c.lock_timeout_ms);
+    assert!(c.lock_timeout_ms > c.http_timeout_ms);
+}
+
+/// A POST that timed out after it went out may have spent the token: no process POSTs that
+/// token again (each answers `UNAVAILABLE` with `retry_at_ms`, the locks released), and the
+/// pair another writer (Claude Code) saves is adopted as soon as it is in the store.
+#[test]
+fn a_post_timed_out_after_sending_is_possibly_spent() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() - 1000);
+    s.script(json!([{"delay_ms": 2500}]));
+    let c = cfg(&h, &s, json!({"http_timeout_ms": 500}));
+    let e = resolve(&open_with(c.clone())).unwrap_err();
+    assert_eq!(e.status, hap::Status::Unavailable, "{e}");
+    assert!(e.message.contains("may have spent"), "{}", e.message);
+    assert!(e.retry_at_ms.is_some());
+    assert_eq!(s.posts(), 1);
+    // Other processes, while the late answer is still on its way and after it came.
+    for _ in 0..2 {
+        let e = resolve(&open_with(c.clone())).unwrap_err();
+        assert_eq!(e.status, hap::Status::Unavailable, "{e}");
+        assert!(e.retry_at_ms.is_some());
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert_eq!(s.posts(), 1, "the possibly spent token was not POSTed again");
+    assert_eq!(h.creds_access(), A1, "nothing blanked");
+    // Claude Code saves the pair it got: adopted at once, no POST.
+    let mut v = h.creds();
+    v["claudeAiOauth"]["accessToken"] = A2.into();
+    v["claudeAiOauth"]["refreshToken"] = R2.into();
+    v["claudeAiOauth"]["expiresAt"] = (now_ms() + 3_600_000).into();
+    write_json(&h.creds_path(), &v);
+    let t = resolve(&open_with(c)).unwrap();
+    assert_eq!(t.access_token.expose(), A2);
+    assert!(!t.refreshed);
+    assert_eq!(s.posts(), 1);
+}

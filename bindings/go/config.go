@@ -63,11 +63,11 @@ type Config struct {
 	UserAgent string // User-Agent on the token endpoint (default "hap/<version>")
 
 	// RefreshSkew: refresh when the access token expires within this
-	// (default 2 minutes, at most 24 h).
+	// (default 5 minutes, at most 24 h).
 	RefreshSkew time.Duration
 	Strategy    Strategy      // default FillFirst
-	LockTimeout time.Duration // longest wait for any lock (default 25 s, at most 1 h)
-	HTTPTimeout time.Duration // per token-endpoint request (default 10 s, at most 1 h)
+	LockTimeout time.Duration // longest wait for any lock (default 45 s, at most 1 h)
+	HTTPTimeout time.Duration // per token-endpoint request (default 30 s, at most 1 h)
 
 	// DisableClaudeCodeLock turns off taking Claude Code's own refresh lock
 	// (claude_code_lock = false).

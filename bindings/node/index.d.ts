@@ -12,12 +12,12 @@ export interface PoolConfig {
   tokenUrls?: string[];
   clientId?: string;
   userAgent?: string;
-  /** Refresh when the access token expires within this. Default 120000, at most 86400000. */
+  /** Refresh when the access token expires within this. Default 300000, at most 86400000. */
   refreshSkewMs?: number;
   strategy?: 'fill_first' | 'round_robin' | 'least_used' | 'random';
-  /** Longest wait for any lock. Default 25000, at most 3600000. */
+  /** Longest wait for any lock. Default 45000, at most 3600000. */
   lockTimeoutMs?: number;
-  /** Per token-endpoint request. Default 10000, 1 to 3600000. */
+  /** Per token-endpoint request. Default 30000, 1 to 3600000. */
   httpTimeoutMs?: number;
   /** Also take Claude Code's own refresh lock. Default true. */
   claudeCodeLock?: boolean;
