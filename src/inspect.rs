@@ -13,7 +13,7 @@ pub use crate::lock::{owner_pid, FileLock, REFRESH_LOCK_STALE};
 pub use crate::pool::default_pool_without_hermes;
 pub use crate::pool::policy::parse_reset_at_s;
 pub use crate::secret::{fingerprint, is_oauth_token};
-pub use crate::store::credentials::{json_ms, CredentialsFile, TokenPair};
+pub use crate::store::credentials::{json_ms, CredentialsFile, TokenPair, REFRESH_EXPIRY_WARN_MS};
 pub use crate::store::fsio::{read_with_stamp, write_target};
 pub use crate::store::journal::Journal;
 pub use crate::store::pool_file::PoolFile;

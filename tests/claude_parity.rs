@@ -225,7 +225,11 @@ fn a_post_timed_out_after_sending_is_possibly_spent() {
         assert!(e.retry_at_ms.is_some());
         std::thread::sleep(Duration::from_millis(1500));
     }
-    assert_eq!(s.posts(), 1, "the possibly spent token was not POSTed again");
+    assert_eq!(
+        s.posts(),
+        1,
+        "the possibly spent token was not POSTed again"
+    );
     assert_eq!(h.creds_access(), A1, "nothing blanked");
     // Claude Code saves the pair it got: adopted at once, no POST.
     let mut v = h.creds();
@@ -237,4 +241,246 @@ fn a_post_timed_out_after_sending_is_possibly_spent() {
     assert_eq!(t.access_token.expose(), A2);
     assert!(!t.refreshed);
     assert_eq!(s.posts(), 1);
+}
+
+// --- Item 3: request parity and write-back (FINDINGS.md §4, §5) -----------------------------
+
+/// The fake token server with `--log-bodies`: each POST's raw body in `/_admin/stats`.
+struct BodyServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl BodyServer {
+    fn start() -> BodyServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg(repo().join("testing/fake_token_server.py"))
+            .args(["--exit-on-stdin-eof", "--log-bodies"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the fake token server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        BodyServer {
+            child,
+            base: line.trim().to_string(),
+        }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        let v: Value = ureq::get(&format!("{}/_admin/stats", self.base))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        v["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["body"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for BodyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// hap's POST body for each login shape equals, byte for byte, the one Claude Code 2.1.328
+/// sent for it (captured by `interop/claude-code/run --capture-dir`); headers (User-Agent:
+/// hap's own) aside.
+#[test]
+fn the_refresh_body_equals_claude_codes_for_every_captured_login() {
+    let dir = repo().join("interop/claude-code/fixtures");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("2.1.328-") {
+            continue;
+        }
+        let fixture = read_json(&path);
+        let s = BodyServer::start();
+        let h = Home::new();
+        write_json(&h.creds_path(), &fixture["login"]);
+        let c = json!({
+            "pool_path": null,
+            "credentials_path": h.creds_path(),
+            "token_urls": [format!("{}/v1/oauth/token", s.base)],
+        });
+        let t = resolve(&open_with(c)).unwrap();
+        assert!(t.refreshed, "{name}");
+        let bodies = s.bodies();
+        assert_eq!(bodies.len(), 1, "{name}");
+        assert_eq!(
+            bodies[0],
+            fixture["claude_code_request"]["body"].as_str().unwrap(),
+            "{name}"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 5, "the five captured login shapes");
+}
+
+/// What the answer says besides the pair is kept where Claude Code keeps it; `expiresAt`
+/// and `scopes` are written back; every other key survives.
+#[test]
+fn the_answer_is_written_back_where_claude_code_keeps_it() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() - 1000);
+    s.script(json!([{"status": 200, "body": {
+        "token_type": "Bearer",
+        "access_token": A2,
+        "refresh_token": R2,
+        "expires_in": 28800,
+        "refresh_token_expires_in": 2_592_000,
+        "scope": "user:inference user:profile user:sessions:claude_code",
+        "account": {"uuid": "00000000-0000-4000-8000-0000000000a1", "email_address": "fake@example.invalid"},
+        "organization": {"uuid": "00000000-0000-4000-8000-0000000000b2"}
+    }}]));
+    let before = now_ms();
+    let t = resolve(&open_with(cfg(&h, &s, json!({})))).unwrap();
+    assert_eq!(t.access_token.expose(), A2);
+    let o = &h.creds()["claudeAiOauth"];
+    assert_eq!(o["refreshToken"], R2);
+    let at = o["expiresAt"].as_i64().unwrap();
+    assert!(
+        at >= before + 28_800_000 && at <= now_ms() + 28_800_000,
+        "{at}"
+    );
+    assert_eq!(
+        o["scopes"],
+        json!([
+            "user:inference",
+            "user:profile",
+            "user:sessions:claude_code"
+        ])
+    );
+    let rt = o["refreshTokenExpiresAt"].as_i64().unwrap();
+    assert!(
+        rt >= before + 2_592_000_000 && rt <= now_ms() + 2_592_000_000,
+        "{rt}"
+    );
+    assert_eq!(o["accountUuid"], "00000000-0000-4000-8000-0000000000a1");
+    assert_eq!(
+        o["organizationUuid"],
+        "00000000-0000-4000-8000-0000000000b2"
+    );
+    assert_eq!(o["subscriptionType"], "max");
+    assert_eq!(o["rateLimitTier"], "default_claude_max_20x");
+    assert_eq!(h.creds()["mcpOAuth"], json!({"keep": "me"}));
+    assert!(
+        !h.creds().to_string().contains("fake@example"),
+        "no email in the file"
+    );
+}
+
+/// A stored `refreshTokenExpiresAt` is only ever brought forward (Claude Code's `oco()`),
+/// and stored account ids are carried over, never replaced.
+#[test]
+fn stored_refresh_expiry_and_account_ids_are_kept() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() - 1000);
+    let mut v = h.creds();
+    let soon = now_ms() + 86_400_000;
+    v["claudeAiOauth"]["refreshTokenExpiresAt"] = soon.into();
+    v["claudeAiOauth"]["accountUuid"] = "stored-account".into();
+    write_json(&h.creds_path(), &v);
+    s.script(json!([{"status": 200, "body": {
+        "access_token": A2, "refresh_token": R2, "expires_in": 3600,
+        "refresh_token_expires_in": 2_592_000,
+        "account": {"uuid": "00000000-0000-4000-8000-0000000000a1"}
+    }}]));
+    resolve(&open_with(cfg(&h, &s, json!({})))).unwrap();
+    let o = &h.creds()["claudeAiOauth"];
+    assert_eq!(o["refreshTokenExpiresAt"], soon);
+    assert_eq!(o["accountUuid"], "stored-account");
+}
+
+/// A login without `expiresAt` is served as is and refreshed on its first 401, never taken
+/// for logged out (Claude Code's `DD()` compares `undefined` as not expired).
+#[test]
+fn a_login_without_expires_at_is_served_and_refreshed_on_a_401() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    h.write_creds(A1, R1, 0);
+    let mut v = h.creds();
+    v["claudeAiOauth"]
+        .as_object_mut()
+        .unwrap()
+        .remove("expiresAt");
+    write_json(&h.creds_path(), &v);
+    let pool = open_with(cfg(&h, &s, json!({})));
+    let t = resolve(&pool).unwrap();
+    assert_eq!(t.access_token.expose(), A1);
+    assert_eq!(s.posts(), 0);
+    let f = hap::Failure::from_json(Some(
+        &json!({"credential_id": t.credential_id, "status_code": 401}).to_string(),
+    ))
+    .unwrap();
+    pool.report_failure(&f).unwrap();
+    let t2 = resolve(&pool).unwrap();
+    assert!(t2.refreshed);
+    assert_eq!(s.posts(), 1);
+    assert_eq!(h.creds_access(), t2.access_token.expose());
+}
+
+/// `hap status` and `hap doctor` warn ahead of the refresh token's own expiry.
+#[test]
+fn status_and_doctor_warn_ahead_of_the_refresh_tokens_expiry() {
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() + 3_600_000);
+    let hap = |args: &[&str]| {
+        let root = h.dir.path();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hap"))
+            .args(args)
+            .current_dir(root)
+            .env("HOME", root)
+            .env("HERMES_HOME", root.join("hermes"))
+            .env("CLAUDE_CONFIG_DIR", root.join("claude"))
+            .env("NO_COLOR", "1")
+            .env_remove("HAP_LOG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("sk-ant-"), "{text}");
+        text
+    };
+    for (left_ms, status_says, doctor_says) in [
+        (
+            2 * 86_400_000,
+            "itself expires in",
+            "the refresh token itself expires",
+        ),
+        (-3_600_000, "expired", "the refresh token expired"),
+    ] {
+        let mut v = h.creds();
+        v["claudeAiOauth"]["refreshTokenExpiresAt"] = (now_ms() + left_ms).into();
+        write_json(&h.creds_path(), &v);
+        let status = hap(&["status"]);
+        assert!(
+            status.contains("The refresh token in") && status.contains(status_says),
+            "{status}"
+        );
+        let doctor = hap(&["doctor"]);
+        assert!(doctor.contains(doctor_says), "{doctor}");
+    }
+    // A month away: nothing to say in status.
+    let mut v = h.creds();
+    v["claudeAiOauth"]["refreshTokenExpiresAt"] = (now_ms() + 30 * 86_400_000).into();
+    write_json(&h.creds_path(), &v);
+    assert!(!hap(&["status"]).contains("The refresh token in"));
 }

@@ -407,7 +407,9 @@ pub fn check_credentials_file(data: &[u8], strict: bool) {
             assert_eq!(e.status, Status::StoreCorrupt, "{e}");
             assert_eq!(e.path.as_deref(), Some(path.as_path()));
             check_error(&e, &[]);
-            let w = file.write_pair(&new_pair(), None).unwrap_err();
+            let w = file
+                .write_pair(&new_pair(), &Default::default())
+                .unwrap_err();
             assert_eq!(w.status, Status::StoreCorrupt, "{w}");
             assert_eq!(
                 std::fs::read(&path).unwrap(),
@@ -436,8 +438,11 @@ pub fn check_credentials_file(data: &[u8], strict: bool) {
             }
             let scopes = vec!["user:inference".to_string()];
             let pair = new_pair();
-            file.write_pair(&pair, Some(&scopes))
-                .unwrap_or_else(|e| panic!("write over a readable file failed: {e}"));
+            file.write_pair(
+                &pair,
+                &hap::internals::credentials::Issued::scopes(Some(scopes.clone())),
+            )
+            .unwrap_or_else(|e| panic!("write over a readable file failed: {e}"));
             let after_bytes = std::fs::read(&path).unwrap();
             let after: Value = serde_json::from_slice(&after_bytes).expect("hap wrote JSON");
             let mut want = before.clone();

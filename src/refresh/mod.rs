@@ -60,7 +60,7 @@
 pub mod oauth;
 
 use crate::clock::now_ms;
-use crate::credentials::TokenPair;
+use crate::credentials::{Issued, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::journal::{Entry, Journal, JournalDoc, Post};
 use crate::lock::{ClaudeLocks, FileLock};
@@ -105,7 +105,7 @@ struct Unsaved {
     /// this pair is the login.
     replaced: String,
     pair: TokenPair,
-    scopes: Option<Vec<String>>,
+    issued: Issued,
     entry: Entry,
     /// What failed, paths included, for the error of a process about to exit.
     why: String,
@@ -309,13 +309,13 @@ impl Pool {
         held: &Held,
         row_id: &str,
         pair: &TokenPair,
-        scopes: Option<&[String]>,
+        issued: &Issued,
     ) -> Result<()> {
         if let Authority::Credentials = a {
             self.creds
                 .as_ref()
                 .expect("credentials authority")
-                .write_pair(pair, scopes)?;
+                .write_pair(pair, issued)?;
             fault::point("after_store_write");
         }
         let owned = matches!(a, Authority::PoolRow(_));
@@ -418,7 +418,7 @@ impl Pool {
             doc.posts.retain(|p| p.grant != key);
             journal.write(&mut doc)
         });
-        let stored = self.commit_pair(&u.authority, held, &u.row_id, &u.pair, u.scopes.as_deref());
+        let stored = self.commit_pair(&u.authority, held, &u.row_id, &u.pair, &u.issued);
         match (&journalled, &stored) {
             (Err(je), Err(se)) => {
                 let why = unsaved_why(
@@ -600,7 +600,13 @@ impl Pool {
                 row.id
             ));
             let pair = current.clone();
-            match self.commit_pair(a, &held, &row.id, &pair, entry.scopes.as_deref()) {
+            match self.commit_pair(
+                a,
+                &held,
+                &row.id,
+                &pair,
+                &Issued::scopes(entry.scopes.clone()),
+            ) {
                 Ok(()) => {
                     if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
                         e.committed = true;
@@ -727,10 +733,16 @@ impl Pool {
         fault::point("before_post");
         self.counters.refresh_posts.fetch_add(1, Ordering::Relaxed);
         log::debug(format_args!("row {}: POST refresh", row.id));
-        match self.endpoint.refresh(&refresh_token) {
+        // Claude Code's body for this login (its client id and scopes); a pool row's as before.
+        let shape = match (a, &self.creds) {
+            (Authority::Credentials, Some(c)) => c.request_shape().unwrap_or_default(),
+            _ => Default::default(),
+        };
+        match self.endpoint.refresh_with(&refresh_token, &shape) {
             Ok(resp) => {
                 fault::point("after_token_response");
                 let now = now_ms();
+                let issued = resp.issued(now);
                 let rotated_refresh = resp.refresh.as_ref().is_some_and(|r| *r != refresh_token);
                 let pair = TokenPair {
                     access: resp.access,
@@ -758,16 +770,7 @@ impl Pool {
                 self.lock_view().backoff_until.remove(key);
                 // Step 7: from here on the pair is kept, whatever fails.
                 self.keep_new_pair(
-                    a,
-                    &held,
-                    row,
-                    key,
-                    &journal,
-                    &mut doc,
-                    entry,
-                    &pair,
-                    resp.scopes,
-                    token_fp,
+                    a, &held, row, key, &journal, &mut doc, entry, &pair, issued, token_fp,
                 );
                 Ok(Outcome {
                     pair,
@@ -876,14 +879,14 @@ impl Pool {
         doc: &mut JournalDoc,
         entry: Entry,
         pair: &TokenPair,
-        scopes: Option<Vec<String>>,
+        issued: Issued,
         replaced: String,
     ) {
         let journalled = journal.write(doc);
         if journalled.is_ok() {
             fault::point("after_journal");
         }
-        let stored = self.commit_pair(a, held, &row.id, pair, scopes.as_deref());
+        let stored = self.commit_pair(a, held, &row.id, pair, &issued);
         match (journalled, stored) {
             (Ok(()), Ok(())) => {
                 if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
@@ -927,7 +930,7 @@ impl Pool {
                         row_id: row.id.clone(),
                         replaced,
                         pair: pair.clone(),
-                        scopes,
+                        issued,
                         entry,
                         why,
                     },

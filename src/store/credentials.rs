@@ -20,6 +20,86 @@ pub struct TokenPair {
     pub expires_at_ms: Option<i64>,
 }
 
+/// What a token answer says about the login besides the pair, written back beside it where
+/// Claude Code keeps it (FINDINGS.md §5).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Issued {
+    /// `scope`, split on spaces → `scopes`.
+    pub scopes: Option<Vec<String>>,
+    /// now + `refresh_token_expires_in` → `refreshTokenExpiresAt` (the earlier of it and a
+    /// stored one, as Claude Code's own refresh keeps it).
+    pub refresh_expires_at_ms: Option<i64>,
+    /// `account.uuid` → `accountUuid`, `organization.uuid` → `organizationUuid`: only where
+    /// the file has none (Claude Code carries the stored ones over a refresh).
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
+}
+
+impl Issued {
+    pub fn scopes(scopes: Option<Vec<String>>) -> Issued {
+        Issued {
+            scopes,
+            ..Issued::default()
+        }
+    }
+}
+
+/// The login-dependent part of the POST body: Claude Code 2.1.328 sends the login's stored
+/// `clientId` when it has one, and always a `scope` (FINDINGS.md §4). Default: the
+/// configured client id and no `scope` (a Hermes pool row). Sent by `refresh/oauth.rs`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestShape {
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Claude Code 2.1.328's scope list for a login without a stored `clientId` (`Ain()`,
+/// FINDINGS.md §4), followed by those of [`OPTIONAL_SCOPES`] the login holds.
+pub const DEFAULT_SCOPES: &[&str] = &[
+    "user:profile",
+    "user:inference",
+    "user:sessions:claude_code",
+    "user:mcp_servers",
+    "user:file_upload",
+    "user:plugins",
+];
+pub const OPTIONAL_SCOPES: &[&str] = &[
+    "user:projects:read",
+    "user:projects:write",
+    "user:privacy_consents:write",
+];
+
+/// The POST body's login-dependent part for a `claudeAiOauth` object, as Claude Code 2.1.328
+/// builds it (`_l`, FINDINGS.md §4): with a stored `clientId`, that id and exactly the
+/// stored scopes in their order (the defaults when there are none); without, the default
+/// client id and the default list plus the optional scopes the login holds.
+pub fn request_shape(oauth: &Map<String, Value>) -> RequestShape {
+    let stored: Vec<&str> = oauth
+        .get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let client_id = oauth
+        .get("clientId")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty());
+    let mut scopes: Vec<&str> = match client_id {
+        Some(_) if !stored.is_empty() => stored.clone(),
+        Some(_) => DEFAULT_SCOPES.to_vec(),
+        None => DEFAULT_SCOPES
+            .iter()
+            .chain(OPTIONAL_SCOPES.iter().filter(|o| stored.contains(o)))
+            .copied()
+            .collect(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    scopes.retain(|s| seen.insert(*s));
+    RequestShape {
+        client_id: client_id.map(str::to_string),
+        scope: Some(scopes.join(" ")),
+    }
+}
+
 /// A parsed read of the file: the pair (None when there is no usable login) and the stamp
 /// of the bytes it came from.
 #[derive(Clone, Debug)]
@@ -27,6 +107,11 @@ pub struct CredentialsRead {
     pub stamp: FileStamp,
     pub pair: Option<TokenPair>,
 }
+
+/// How far ahead of the refresh token's own expiry (`refreshTokenExpiresAt`) `hap status`
+/// and `hap doctor` warn: a headless machine otherwise learns of it when it is already
+/// logged out (issue 12).
+pub const REFRESH_EXPIRY_WARN_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Re-reads of an unparseable file before it is called corrupt (~0.3 s in all): long enough
 /// for an in-place writer descheduled between its truncate and its write on a loaded
@@ -228,12 +313,34 @@ impl CredentialsFile {
         }
     }
 
+    /// The POST body's login-dependent part for the login in the file ([`request_shape`]);
+    /// the default when the file holds no login object.
+    pub fn request_shape(&self) -> Result<RequestShape> {
+        Ok(match self.read_parsed()? {
+            Some((_, _, root, _)) => match root.get("claudeAiOauth") {
+                Some(Value::Object(o)) => request_shape(o),
+                _ => request_shape(&Map::new()),
+            },
+            None => request_shape(&Map::new()),
+        })
+    }
+
+    /// `claudeAiOauth.refreshTokenExpiresAt`, when the file has one.
+    pub fn refresh_expires_at_ms(&self) -> Result<Option<i64>> {
+        Ok(self.read_parsed()?.and_then(|(_, _, root, _)| {
+            root.get("claudeAiOauth")
+                .and_then(|o| o.get("refreshTokenExpiresAt"))
+                .and_then(json_ms)
+                .filter(|t| *t > 0)
+        }))
+    }
+
     /// Replaces the token fields, and only those. The caller holds `.credentials.lock`.
     /// Re-reads the file first so a key another tool wrote a moment ago is not lost; the
     /// re-read and the rename run under Claude Code's `.storage-write.lock`, and only they
     /// (a hap killed inside a longer hold would make Claude Code's save after its POST
     /// fail for 15 s).
-    pub fn write_pair(&self, pair: &TokenPair, scopes: Option<&[String]>) -> Result<FileStamp> {
+    pub fn write_pair(&self, pair: &TokenPair, issued: &Issued) -> Result<FileStamp> {
         let mut waited = false;
         let _storage = crate::lock::RefreshLockDir::acquire_stale_after(
             &self.storage_write_lock(),
@@ -262,8 +369,26 @@ impl CredentialsFile {
         if let Some(at) = pair.expires_at_ms {
             o.insert("expiresAt".into(), at.into());
         }
-        if let Some(scopes) = scopes {
-            o.insert("scopes".into(), scopes.to_vec().into());
+        if let Some(scopes) = &issued.scopes {
+            o.insert("scopes".into(), scopes.clone().into());
+        }
+        if let Some(at) = issued.refresh_expires_at_ms {
+            let stored = o
+                .get("refreshTokenExpiresAt")
+                .and_then(json_ms)
+                .filter(|t| *t > 0);
+            o.insert(
+                "refreshTokenExpiresAt".into(),
+                stored.map_or(at, |s| s.min(at)).into(),
+            );
+        }
+        for (key, v) in [
+            ("accountUuid", &issued.account_uuid),
+            ("organizationUuid", &issued.organization_uuid),
+        ] {
+            if let (Some(v), false) = (v, o.get(key).and_then(Value::as_str).is_some()) {
+                o.insert(key.into(), v.clone().into());
+            }
         }
         let bytes = zeroize::Zeroizing::new(serialize_like(&original, &Value::Object(root)));
         fsio::write_atomic(&self.path, &bytes)
@@ -298,7 +423,7 @@ mod tests {
             refresh: Some(Secret::new("sk-ant-ort01-fake-r2")),
             expires_at_ms: Some(2000),
         };
-        f.write_pair(&pair, None).unwrap();
+        f.write_pair(&pair, &Issued::default()).unwrap();
         let after: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         let expected: Value = serde_json::from_str(
             &before
@@ -334,7 +459,7 @@ mod tests {
             expires_at_ms: None,
         };
         assert_eq!(
-            f.write_pair(&pair, None).unwrap_err().status,
+            f.write_pair(&pair, &Issued::default()).unwrap_err().status,
             crate::Status::StoreCorrupt
         );
         assert_eq!(

@@ -10,7 +10,7 @@ use crate::ui::{self, human_ms, instant, relative, sh, Paint};
 use hap::inspect::FileLock;
 use hap::inspect::Journal;
 use hap::inspect::PoolFile;
-use hap::inspect::{CredentialsFile, TokenPair};
+use hap::inspect::{json_ms, CredentialsFile, TokenPair, REFRESH_EXPIRY_WARN_MS};
 use hap::Config;
 use hap::{Pool, Status};
 use serde_json::{json, Map, Value};
@@ -210,6 +210,43 @@ impl Doctor<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// The refresh token's own expiry (`claudeAiOauth.refreshTokenExpiresAt`): once it has
+    /// passed, every refresh fails and only a new login helps.
+    fn refresh_expiry(&mut self, path: &Path, at: i64) {
+        let fix = "log in again with Claude Code (`claude`, then /login) before then";
+        if at <= self.now {
+            self.error(
+                "refresh expiry",
+                format!(
+                    "{}: the refresh token expired {} ago: refreshes fail (REAUTH_REQUIRED)",
+                    path.display(),
+                    human_ms(self.now.saturating_sub(at))
+                ),
+                "log in again with Claude Code (`claude`, then /login)",
+            );
+        } else if at - self.now <= REFRESH_EXPIRY_WARN_MS {
+            self.warn(
+                "refresh expiry",
+                format!(
+                    "{}: the refresh token itself expires {}; after that every refresh fails \
+                     and hap answers REAUTH_REQUIRED",
+                    path.display(),
+                    relative(at, self.now)
+                ),
+                fix,
+            );
+        } else {
+            self.ok(
+                "refresh expiry",
+                format!(
+                    "{}: the refresh token expires {}",
+                    path.display(),
+                    relative(at, self.now)
+                ),
+            );
         }
     }
 
@@ -448,6 +485,9 @@ impl Doctor<'_> {
             Some(at) => self.expiry("expiry", &what, at, refreshable),
             None => true,
         };
+        if let Some(at) = json_ms(&oauth["refreshTokenExpiresAt"]).filter(|t| *t > 0) {
+            self.refresh_expiry(&path, at);
+        }
         if sane {
             let when = match pair.expires_at_ms {
                 Some(at) => format!("expires {}", relative(at, self.now)),
