@@ -48,6 +48,9 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub claude_code_lock: bool,
     pub adopt_external_logins: bool,
+    /// Claude Code owns its login (issue 12, item 5): hap never POSTs on it, serves it while
+    /// it is valid and adopts Claude Code's rotations, else answers `UNAVAILABLE`.
+    pub defer_refresh_to_claude_code: bool,
     /// hap agent (issue 15): defer to a running `hap agent` (docs/AGENT.md).
     pub agent: crate::agent::AgentMode,
 }
@@ -113,6 +116,7 @@ impl Default for Config {
             http_timeout_ms: 30_000,
             claude_code_lock: true,
             adopt_external_logins: true,
+            defer_refresh_to_claude_code: false,
             agent: crate::agent::AgentMode::Off,
         }
     }
@@ -299,6 +303,9 @@ impl Config {
                 }
                 "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
                 "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
+                "defer_refresh_to_claude_code" => {
+                    c.defer_refresh_to_claude_code = want_bool(key, v)?
+                }
                 "agent" => c.agent = crate::agent::AgentMode::from_json(v)?,
                 other => {
                     return Err(Error::invalid(format!(
@@ -374,6 +381,7 @@ impl Config {
             "http_timeout_ms": self.http_timeout_ms,
             "claude_code_lock": self.claude_code_lock,
             "adopt_external_logins": self.adopt_external_logins,
+            "defer_refresh_to_claude_code": self.defer_refresh_to_claude_code,
             "agent": self.agent.as_str(),
         })
     }

@@ -484,3 +484,81 @@ fn status_and_doctor_warn_ahead_of_the_refresh_tokens_expiry() {
     write_json(&h.creds_path(), &v);
     assert!(!hap(&["status"]).contains("The refresh token in"));
 }
+
+// --- Item 5: the ownership switch ----------------------------------------------------------
+
+/// `defer_refresh_to_claude_code`: hap never POSTs on Claude Code's login; it serves it while
+/// valid, adopts Claude Code's rotation at once, and otherwise says to run `claude`.
+#[test]
+fn with_claude_code_owning_the_login_hap_never_posts() {
+    let s = FakeServer::start();
+    let h = Home::new();
+    let c = cfg(&h, &s, json!({"defer_refresh_to_claude_code": true}));
+    // Valid but inside the refresh skew: served as is.
+    h.write_creds(A1, R1, now_ms() + 60_000);
+    let pool = open_with(c.clone());
+    let t = resolve(&pool).unwrap();
+    assert_eq!(t.access_token.expose(), A1);
+    // Expired: UNAVAILABLE, with when to look again and what to do.
+    h.write_creds(A1, R1, now_ms() - 1000);
+    let before = now_ms();
+    let e = resolve(&pool).unwrap_err();
+    assert_eq!(e.status, hap::Status::Unavailable, "{e}");
+    assert!(e.message.contains("`claude`"), "{}", e.message);
+    assert!(e.retry_at_ms.unwrap() > before);
+    assert!(
+        !claude_lock(&h).exists()
+            && !h
+                .creds_path()
+                .with_file_name(".oauth_refresh.lock")
+                .exists()
+    );
+    // Claude Code (or its daemon) refreshes: adopted at the next call.
+    h.write_creds(A2, R2, now_ms() + 3_600_000);
+    let t = resolve(&pool).unwrap();
+    assert_eq!(t.access_token.expose(), A2);
+    assert!(!t.refreshed);
+    // A 401 on it: no POST either; the next rotation is adopted.
+    let f = hap::Failure::from_json(Some(
+        &json!({"credential_id": t.credential_id, "status_code": 401}).to_string(),
+    ))
+    .unwrap();
+    pool.report_failure(&f).unwrap();
+    // (An unexpired token whose refresh failed is still served: SPEC.md, Resolve step 5.)
+    let again = resolve(&pool).map(|t| t.access_token.expose().to_string());
+    assert!(
+        match &again {
+            Ok(a) => a == A2,
+            Err(e) => e.status == hap::Status::Unavailable,
+        },
+        "{again:?}"
+    );
+    assert_eq!(s.posts(), 0);
+    let a3 = "sk-ant-oat01-fake-a3";
+    h.write_creds(a3, "sk-ant-ort01-fake-r3", now_ms() + 3_600_000);
+    assert_eq!(resolve(&pool).unwrap().access_token.expose(), a3);
+    assert_eq!(s.posts(), 0);
+    assert_eq!(h.creds()["claudeAiOauth"]["subscriptionType"], "max");
+    // Off (the default): the same expired login is refreshed.
+    h.write_creds(A1, R1, now_ms() - 1000);
+    assert!(
+        resolve(&open_with(cfg(&h, &s, json!({}))))
+            .unwrap()
+            .refreshed
+    );
+    assert_eq!(s.posts(), 1);
+}
+
+#[test]
+fn the_ownership_switch_is_a_boolean() {
+    let e =
+        hap::Config::from_json_str(Some(r#"{"defer_refresh_to_claude_code": "yes"}"#)).unwrap_err();
+    assert_eq!(e.status, hap::Status::InvalidArgument);
+    assert!(
+        e.message.contains("defer_refresh_to_claude_code"),
+        "{}",
+        e.message
+    );
+    let c = hap::Config::from_json_str(Some(r#"{"pool_path": null}"#)).unwrap();
+    assert!(!c.defer_refresh_to_claude_code, "off by default");
+}

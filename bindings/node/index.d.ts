@@ -23,6 +23,12 @@ export interface PoolConfig {
   claudeCodeLock?: boolean;
   /** Seed a claude_code row from the credentials file. Default true. */
   adoptExternalLogins?: boolean;
+  /**
+   * Claude Code owns its login: hap never refreshes it, serves it while valid, adopts
+   * Claude Code's rotations, else UNAVAILABLE (run `claude`). Default false. For one
+   * person's own processes only (Anthropic's terms).
+   */
+  deferRefreshToClaudeCode?: boolean;
   /** Defer to a running `hap agent` (docs/AGENT.md). Default 'off'. */
   agent?: 'off' | 'prefer' | 'require';
 }
@@ -41,6 +47,7 @@ export interface RawPoolConfig {
   http_timeout_ms?: number;
   claude_code_lock?: boolean;
   adopt_external_logins?: boolean;
+  defer_refresh_to_claude_code?: boolean;
   agent?: 'off' | 'prefer' | 'require';
 }
 

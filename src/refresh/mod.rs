@@ -58,6 +58,8 @@
 
 /// The token endpoint: one POST, its deadline, URL fallback and how an answer is read.
 pub mod oauth;
+/// `defer_refresh_to_claude_code`: Claude Code owns its login; hap never POSTs on it.
+mod owned;
 
 use crate::clock::now_ms;
 use crate::credentials::{Issued, TokenPair};
@@ -508,6 +510,9 @@ impl Pool {
         may_retry: bool,
     ) -> Result<Outcome> {
         // An unsaved pair of this process is served whatever else fails before it is saved.
+        if self.cfg.defer_refresh_to_claude_code && matches!(a, Authority::Credentials) {
+            return self.claude_code_owned(row, stale, force);
+        }
         let or_unsaved = |e: Error| match self.fresh_unsaved(key, row, min_validity) {
             Some(o) => Ok(o),
             None => Err(e),
