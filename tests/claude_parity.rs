@@ -562,3 +562,30 @@ fn the_ownership_switch_is_a_boolean() {
     let c = hap::Config::from_json_str(Some(r#"{"pool_path": null}"#)).unwrap();
     assert!(!c.defer_refresh_to_claude_code, "off by default");
 }
+
+/// `hap doctor` looks at `~/.claude.lock` as it does at `.oauth_refresh.lock`: a stale one
+/// left by a dead 2.1.112-era Claude Code holds every refresh for 60 s.
+#[test]
+fn doctor_reports_a_stale_claude_dir_lock() {
+    let h = Home::new();
+    h.write_creds(A1, R1, now_ms() + 3_600_000);
+    let lock = claude_lock(&h);
+    std::fs::create_dir(&lock).unwrap();
+    std::fs::File::open(&lock)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(300))
+        .unwrap();
+    let root = h.dir.path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hap"))
+        .arg("doctor")
+        .current_dir(root)
+        .env("HOME", root)
+        .env("HERMES_HOME", root.join("hermes"))
+        .env("CLAUDE_CONFIG_DIR", root.join("claude"))
+        .env("NO_COLOR", "1")
+        .env_remove("HAP_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("claude.lock is stale"), "{text}");
+}

@@ -939,7 +939,10 @@ impl Doctor<'_> {
             let cf = CredentialsFile::new(p.clone());
             flocks.push(cf.lock_path());
             if self.cfg.claude_code_lock {
-                self.refresh_lock_dir(&cf.refresh_lock_dir());
+                // `.oauth_refresh.lock` and `~/.claude.lock`: hap takes both (issue 12).
+                for dir in cf.refresh_lock_dirs() {
+                    self.refresh_lock_dir(&dir);
+                }
             }
             dirs.push(hap::inspect::write_target(p).unwrap_or_else(|_| p.clone()));
         }
