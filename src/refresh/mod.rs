@@ -509,10 +509,11 @@ impl Pool {
         min_validity: u64,
         may_retry: bool,
     ) -> Result<Outcome> {
-        // An unsaved pair of this process is served whatever else fails before it is saved.
+        // Claude Code owns its login (`owned.rs`): no lock, no journal, no POST.
         if self.cfg.defer_refresh_to_claude_code && matches!(a, Authority::Credentials) {
             return self.claude_code_owned(row, stale, force);
         }
+        // An unsaved pair of this process is served whatever else fails before it is saved.
         let or_unsaved = |e: Error| match self.fresh_unsaved(key, row, min_validity) {
             Some(o) => Ok(o),
             None => Err(e),
