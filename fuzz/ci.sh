@@ -32,6 +32,9 @@ else
   TC=+stable
   export RUSTC_BOOTSTRAP=1
 fi
+# The ASan build of every dependency takes minutes; it is kept between runs, outside the
+# checkout (a clean clone in CI otherwise rebuilds it every time). Cargo rebuilds what changed.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hap-ci/fuzz-target}
 cargo $TC fuzz build -O -a
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

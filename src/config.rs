@@ -53,6 +53,18 @@ pub struct Config {
     pub defer_refresh_to_claude_code: bool,
     /// hap agent (issue 15): defer to a running `hap agent` (docs/AGENT.md).
     pub agent: crate::agent::AgentMode,
+    /// The fleet authority (issue 16, docs/FLEET.md): `redis://` / `rediss://` URL with an
+    /// ACL user and no password. With it, the login lives in Redis, not in a file.
+    pub redis_url: Option<String>,
+    /// The file holding the ACL user's password (else `$HAP_REDIS_PASSWORD`).
+    pub redis_password_file: Option<PathBuf>,
+    /// Key prefix of the fleet's keys (default `hap:`).
+    pub redis_prefix: Option<String>,
+    /// PEM CA certificate for a `rediss://` server that a private CA signed.
+    pub redis_ca_file: Option<PathBuf>,
+    /// The fleet's refresh lease, ms: renewed while held, so only a holder that stops
+    /// (paused, killed, cut off) loses it after this long.
+    pub redis_lease_ms: u64,
 }
 
 /// A directory named by an environment variable, when set and non-empty. A relative one
@@ -118,6 +130,11 @@ impl Default for Config {
             adopt_external_logins: true,
             defer_refresh_to_claude_code: false,
             agent: crate::agent::AgentMode::Off,
+            redis_url: None,
+            redis_password_file: None,
+            redis_prefix: None,
+            redis_ca_file: None,
+            redis_lease_ms: 10_000,
         }
     }
 }
@@ -307,6 +324,33 @@ impl Config {
                     c.defer_refresh_to_claude_code = want_bool(key, v)?
                 }
                 "agent" => c.agent = crate::agent::AgentMode::from_json(v)?,
+                "redis_url" => {
+                    c.redis_url = match v {
+                        Value::Null => None,
+                        _ => Some(want_str(key, v)?.to_string()),
+                    }
+                }
+                "redis_password_file" => {
+                    c.redis_password_file = match v {
+                        Value::Null => None,
+                        _ => Some(store_path(key, want_str(key, v)?)?),
+                    }
+                }
+                "redis_prefix" => {
+                    c.redis_prefix = match v {
+                        Value::Null => None,
+                        _ => Some(want_str(key, v)?.to_string()),
+                    }
+                }
+                "redis_lease_ms" => {
+                    c.redis_lease_ms = ms_in_range(key, "config key ", v, 100, MAX_TIMEOUT_MS)?
+                }
+                "redis_ca_file" => {
+                    c.redis_ca_file = match v {
+                        Value::Null => None,
+                        _ => Some(store_path(key, want_str(key, v)?)?),
+                    }
+                }
                 other => {
                     return Err(Error::invalid(format!(
                         "unknown config key '{}'",
@@ -344,6 +388,7 @@ impl Config {
             ("refresh_skew_ms", self.refresh_skew_ms, 0, MAX_VALIDITY_MS),
             ("lock_timeout_ms", self.lock_timeout_ms, 0, MAX_TIMEOUT_MS),
             ("http_timeout_ms", self.http_timeout_ms, 1, MAX_TIMEOUT_MS),
+            ("redis_lease_ms", self.redis_lease_ms, 100, MAX_TIMEOUT_MS),
         ];
         for (key, v, min, max) in keys {
             if !(min..=max).contains(&v) {
@@ -383,6 +428,12 @@ impl Config {
             "adopt_external_logins": self.adopt_external_logins,
             "defer_refresh_to_claude_code": self.defer_refresh_to_claude_code,
             "agent": self.agent.as_str(),
+            // The URL never holds the password (refused when the config is read).
+            "redis_url": self.redis_url,
+            "redis_password_file": p(&self.redis_password_file),
+            "redis_prefix": self.redis_prefix,
+            "redis_ca_file": p(&self.redis_ca_file),
+            "redis_lease_ms": self.redis_lease_ms,
         })
     }
 }

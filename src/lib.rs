@@ -38,6 +38,8 @@ mod config;
 /// cbindgen:ignore
 mod config_env;
 /// cbindgen:ignore
+mod counters;
+/// cbindgen:ignore
 mod error;
 /// cbindgen:ignore
 mod fault;
@@ -72,8 +74,14 @@ pub mod ffi;
 // files live in their part's folder (store/, refresh/, pool/), the names stay one word.
 use pool::policy;
 use refresh::oauth;
-use store::{credentials, fsio, journal, pool_file, watch};
+use store::{authority, credentials, fsio, journal, pool_file, watch};
 
+/// `hap fleet import|export|status` as library calls (issue 16, docs/FLEET.md; feature
+/// `redis`).
+#[cfg(feature = "redis")]
+pub mod fleet {
+    pub use crate::pool::fleet::admin::*;
+}
 pub use config::{Config, Strategy};
 pub use error::{Error, Result, Status};
 pub use pool::{CredentialStatus, FailureOutcome, Pool, PoolCounters, PoolStatus, Token};
@@ -107,6 +115,7 @@ pub mod internals {
     }
     reexport! {
         alloc => crate::alloc,
+        authority => crate::store::authority,
         clock => crate::clock,
         config => crate::config,
         config_env => crate::config_env,
@@ -123,5 +132,10 @@ pub mod internals {
         refresh => crate::refresh,
         request => crate::request,
         secret => crate::secret,
+    }
+    /// The fleet authority (issue 16), for tests/redis.rs.
+    #[cfg(feature = "redis")]
+    pub mod redis {
+        pub use crate::store::redis::*;
     }
 }

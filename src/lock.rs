@@ -303,6 +303,43 @@ pub fn owner_pid(dir: &Path) -> Option<i32> {
     read_owner(dir).map(|(pid, _, _)| pid)
 }
 
+/// Whether a process with this pid exists (signal 0). A pid we may not signal exists.
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; it only asks whether the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// The hap process `<dir>.hap-owner` names beside a Claude Code lock directory, for tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockOwner {
+    pub pid: i32,
+    pub alive: bool,
+}
+
+/// Who holds the lock directory `dir`, when hap left an owner file beside it.
+pub fn lock_owner(dir: &Path) -> Option<LockOwner> {
+    owner_pid(dir).map(|pid| LockOwner {
+        pid,
+        alive: pid_alive(pid),
+    })
+}
+
+/// One non-blocking try at a lock file's `flock`, released at once: `Ok(true)` when it was
+/// free, `Ok(false)` when a running process holds it. Never waits, never creates more than
+/// the lock file itself (as any hap process would).
+pub fn flock_is_free(path: &Path) -> Result<bool> {
+    let mut waited = false;
+    match FileLock::acquire(path, Instant::now(), 0, &mut waited) {
+        Ok(held) => {
+            drop(held);
+            Ok(true)
+        }
+        Err(e) if e.status == crate::Status::LockTimeout => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// True when the directory was left by a hap process that has since died.
 fn left_by_dead_hap(dir: &Path) -> bool {
     let Some((pid, ino, ctime)) = read_owner(dir) else {
@@ -311,9 +348,7 @@ fn left_by_dead_hap(dir: &Path) -> bool {
     if fs::symlink_metadata(dir).ok().map(|m| identity(&m)) != Some((ino, ctime)) {
         return false;
     }
-    // SAFETY: signal 0 only asks whether the pid exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    !pid_alive(pid)
 }
 
 /// Removes a stale lock directory (and the owner file that described it). `Err` says why
@@ -535,6 +570,118 @@ impl Drop for RefreshLockDir {
                 "{} is no longer this process's lock (taken over while it was stale); left alone",
                 path.display()
             ));
+        }
+    }
+}
+
+/// A lock a store needs held around a refresh of its pair, as data (the store's
+/// `Authority::locks` lists them; [`Held::take`] takes them). Two kinds exist because two
+/// protocols exist on disk; a store that needs another (a Redis `SET NX`) adds a variant here
+/// and its taking in [`Held::take`], so every lock is still taken in one place, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockSpec {
+    /// An exclusive `flock` on each file, in the order given (one per spelling of a
+    /// symlinked store path, nearest the target first: see `CredentialsFile::lock_paths`).
+    Flock(Vec<PathBuf>),
+    /// Claude Code's refresh lock directories ([`RefreshLockDir`], `proper-lockfile`), in
+    /// the order its releases take them, held together as [`ClaudeLocks`]:
+    /// `<dir>/.oauth_refresh.lock`, then `<realpath(dir)>.lock` (see
+    /// `CredentialsFile::refresh_lock_dirs`).
+    ClaudeCodeDirs(Vec<PathBuf>),
+    /// A lease in a network service: the fleet's Redis `SET NX PX` (issue 16,
+    /// `store/redis.rs`), taken by the store's own code, released when dropped.
+    Lease(LeaseSource),
+}
+
+/// Takes a network lease by a deadline; the returned guard holds it until dropped.
+pub trait TakeLease: Send + Sync {
+    fn take(&self, deadline: Instant) -> Result<Box<dyn Send>>;
+    /// For messages and `Debug`: where the lease lives, never a secret.
+    fn name(&self) -> String;
+}
+
+/// A [`TakeLease`] as lock data: equal when it is the same source.
+#[derive(Clone)]
+pub struct LeaseSource(pub std::sync::Arc<dyn TakeLease>);
+
+impl std::fmt::Debug for LeaseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LeaseSource({})", self.0.name())
+    }
+}
+
+impl PartialEq for LeaseSource {
+    fn eq(&self, other: &LeaseSource) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LeaseSource {}
+
+enum HeldLock {
+    Flock(Vec<PathBuf>, FileLock),
+    Dirs { _held: ClaudeLocks },
+    Lease { _held: Box<dyn Send> },
+}
+
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeldLock::Flock(p, _) => write!(f, "Flock({p:?})"),
+            HeldLock::Dirs { .. } => write!(f, "Dirs"),
+            HeldLock::Lease { .. } => write!(f, "Lease"),
+        }
+    }
+}
+
+/// The locks of one transaction, taken in the order listed and released in reverse order
+/// when dropped. A store's write proves it is inside them with [`Held::flock`].
+#[derive(Debug, Default)]
+pub struct Held {
+    locks: Vec<HeldLock>,
+}
+
+impl Held {
+    /// Takes every lock of `specs`, in order, all by one `deadline`; on failure the ones
+    /// already taken are released. `waited` is set when any was not free at the first try.
+    pub fn take(
+        specs: &[LockSpec],
+        deadline: Instant,
+        timeout_ms: u64,
+        waited: &mut bool,
+    ) -> Result<Held> {
+        let mut held = Held::default();
+        for spec in specs {
+            held.locks.push(match spec {
+                LockSpec::Flock(paths) => HeldLock::Flock(
+                    paths.clone(),
+                    FileLock::acquire_all(paths, deadline, timeout_ms, waited)?,
+                ),
+                LockSpec::ClaudeCodeDirs(dirs) => HeldLock::Dirs {
+                    _held: ClaudeLocks::acquire(dirs, deadline, timeout_ms, waited)?,
+                },
+                LockSpec::Lease(source) => HeldLock::Lease {
+                    _held: source.0.take(deadline)?,
+                },
+            });
+        }
+        Ok(held)
+    }
+
+    /// The `flock` held on exactly `paths` (as a [`LockSpec::Flock`] listed them), if it is
+    /// one of these locks: the proof a read-modify-write of that file asks for.
+    pub fn flock(&self, paths: &[PathBuf]) -> Option<&FileLock> {
+        self.locks.iter().find_map(|l| match l {
+            HeldLock::Flock(p, lock) if p.as_slice() == paths => Some(lock),
+            _ => None,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        while let Some(lock) = self.locks.pop() {
+            drop(lock);
         }
     }
 }

@@ -17,8 +17,8 @@ unsafe fn take(p: *mut c_char) -> String {
 
 unsafe fn open(cfg: &str) -> (i32, *mut hap_pool, Option<Value>) {
     let c = CString::new(cfg).unwrap();
-    let mut pool: *mut hap_pool = 0x1 as *mut hap_pool; // must be cleared on entry
-    let mut err: *mut c_char = 0x1 as *mut c_char;
+    let mut pool: *mut hap_pool = std::ptr::dangling_mut::<hap_pool>(); // must be cleared on entry
+    let mut err: *mut c_char = std::ptr::dangling_mut::<c_char>();
     let st = hap_pool_open(c.as_ptr(), &mut pool, &mut err);
     let e = (!err.is_null()).then(|| serde_json::from_str(&take(err)).unwrap());
     (st, pool, e)
@@ -89,7 +89,7 @@ fn null_and_malformed_call_arguments() {
     let (st, pool, _) = unsafe { open(&h.config(&s, "").to_string()) };
     assert_eq!(st, HAP_STATUS_OK);
     unsafe {
-        let mut out: *mut c_char = 0x1 as *mut c_char;
+        let mut out: *mut c_char = std::ptr::dangling_mut::<c_char>();
         let mut err: *mut c_char = null_mut();
         // NULL pool.
         assert_eq!(

@@ -3,6 +3,9 @@
 //!
 //! * `src/store/` (where token pairs live) imports nothing of `pool`, `refresh` or `ffi`;
 //! * `src/pool/` and `src/refresh/` import nothing of `ffi`;
+//! * `src/refresh/` knows nothing of the pool (no `impl Pool`, no `crate::pool`): it takes a
+//!   store (`dyn Authority`) and the pool only as a `RowLedger`, so refresh and pool form no
+//!   cycle and the transaction runs in a unit test with an in-memory store;
 //! * the CLI (`src/bin/`) imports nothing of `hap::ffi` nor `hap::internals`: it uses the Rust
 //!   API and `hap::inspect`.
 
@@ -77,6 +80,32 @@ fn pool_and_refresh_know_nothing_of_ffi() {
             found.join("\n")
         );
     }
+}
+
+#[test]
+fn refresh_knows_stores_and_locks_but_not_the_pool() {
+    // `crate::policy` (pure rules, no pool state) and `crate::pool_file` (a store) are allowed.
+    let found = offences(
+        "refresh",
+        &[
+            "crate::pool::",
+            "crate::pool;",
+            "crate::pool}",
+            "impl Pool",
+            "Pool::",
+            "&Pool",
+            // A row's store is found once, by the pool (`Pool::authority`); refresh sees only
+            // `dyn Authority`, never which kind of row it serves.
+            "Kind::Borrowed",
+            "Kind::Owned",
+            "Kind::Foreign",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "refresh/ reaches into the pool:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]

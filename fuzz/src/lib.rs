@@ -930,8 +930,8 @@ fn config_strings(v: &Value, keys: bool, out: &mut Vec<String>) {
 }
 
 /// Garbage hap must overwrite (out-params are cleared on entry).
-const DANGLING_POOL: *mut hap_pool = 0x1 as *mut hap_pool;
-const DANGLING_STR: *mut c_char = 0x1 as *mut c_char;
+const DANGLING_POOL: *mut hap_pool = std::ptr::dangling_mut::<hap_pool>();
+const DANGLING_STR: *mut c_char = std::ptr::dangling_mut::<c_char>();
 
 /// Takes a C string from hap and frees it with `hap_free`.
 ///

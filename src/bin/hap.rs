@@ -12,6 +12,9 @@ mod agent;
 mod doctor;
 #[path = "hap/exec.rs"]
 mod exec;
+// hap fleet (issue 16).
+#[path = "hap/fleet.rs"]
+mod fleet;
 #[path = "hap/generate.rs"]
 mod generate;
 #[path = "hap/status.rs"]
@@ -204,6 +207,9 @@ enum Command {
         after_long_help = EXIT_CODES
     )]
     Exec(exec::ExecArgs),
+    /// A login shared by several hosts through Redis: import, export, status (docs/FLEET.md).
+    #[command(subcommand, after_long_help = EXIT_CODES)]
+    Fleet(fleet::FleetCmd),
 }
 
 fn parse_reset_at_s(text: &str) -> Result<f64, String> {
@@ -405,7 +411,8 @@ fn main() -> ExitCode {
         | Command::Token { json, .. }
         | Command::Report { json, .. }
         | Command::Doctor { json, .. } => *json,
-        Command::Agent(_) | Command::Exec(_) => false,
+        Command::Fleet(fleet::FleetCmd::Status { json }) => *json,
+        Command::Agent(_) | Command::Exec(_) | Command::Fleet(_) => false,
     };
     let paint = ui::Paint::for_stdout(cli.global.color);
     let cfg = match load_config(&cli.global) {
@@ -451,6 +458,7 @@ fn main() -> ExitCode {
         Command::Doctor { online, json } => Ok(doctor::run(&cfg, online, json, paint)),
         Command::Agent(a) => agent::run(cfg, a),
         Command::Exec(a) => exec::run(cfg, a),
+        Command::Fleet(c) => fleet::run(cfg, c),
     };
     match result {
         Ok(code) => code,

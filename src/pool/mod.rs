@@ -6,24 +6,29 @@
 //! changed or the token needs it. The refresh transaction itself lives in `refresh.rs`.
 
 /// Pure rules: availability, benches, terminal reasons, strategies.
+/// The fleet authority in Redis (issue 16), when `redis_url` is set.
+pub(crate) mod fleet;
 pub mod policy;
 
+use crate::authority::{Authority, Stamp};
 use crate::clock::now_ms;
 use crate::config::{Config, Strategy};
+use crate::counters::Counters;
 use crate::credentials::{CredentialsFile, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::fsio::FileStamp;
-use crate::lock::FileLock;
+use crate::lock::{FileLock, Held};
 use crate::oauth::TokenEndpoint;
-use crate::pool_file::{Kind, PoolFile, Row};
-use crate::refresh::Flights;
+use crate::policy::{fresh_parts, is_fresh, is_rejected};
+use crate::pool_file::{Kind, PoolFile, PoolRow, Row};
+use crate::refresh::{Flights, Refresher, RowLedger};
 use crate::request::{Failure, ResolveRequest};
 use crate::secret::{fingerprint, Secret};
 use policy::Availability;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What `hap_resolve_token` returns.
@@ -85,29 +90,19 @@ impl FailureOutcome {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub resolves: AtomicU64,
-    pub refresh_posts: AtomicU64,
-    pub refresh_adopted: AtomicU64,
-    pub journal_recoveries: AtomicU64,
-    pub lock_waits: AtomicU64,
-    pub store_reads: AtomicU64,
-    pub store_writes: AtomicU64,
-}
-
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The cached view of both stores. `None` stamps mean "not read yet" (`known` false) or
-/// "file missing" (`known` true).
+/// The cached view of the pool file and the login's store. A `None` pool stamp means "not
+/// read yet" (`known` false) or "file missing" (`known` true); a login stamp that is
+/// `Stamp::Unknown` (a store no file stamp can watch) never matches, so it is re-read.
 #[derive(Default)]
 pub(crate) struct View {
     pool_known: bool,
     pool_stamp: Option<FileStamp>,
     creds_known: bool,
-    creds_stamp: Option<FileStamp>,
+    creds_stamp: Stamp,
     /// Set by every reload: the rows have not been reconciled with the credentials file.
     unsynced: bool,
     pub rows: Vec<Row>,
@@ -117,9 +112,6 @@ pub(crate) struct View {
     /// The access token last handed out per row: a reported failure is about that
     /// token, even if the store has moved on since.
     served: HashMap<String, Secret>,
-    /// Refresh back-off per grant (epoch ms), cached from the journal so a resolve during
-    /// a back-off does not take a lock just to learn it must not POST.
-    pub backoff_until: HashMap<String, i64>,
 }
 
 impl View {
@@ -155,7 +147,9 @@ impl View {
 pub struct Pool {
     pub(crate) cfg: Config,
     pub(crate) pool_file: Option<PoolFile>,
-    pub(crate) creds: Option<CredentialsFile>,
+    /// The store of the login every `claude_code` row borrows (Claude Code's credentials
+    /// file), behind the store seam.
+    pub(crate) login: Option<Arc<dyn Authority>>,
     pub(crate) endpoint: TokenEndpoint,
     pub(crate) view: Mutex<View>,
     pub(crate) flights: Flights,
@@ -168,17 +162,15 @@ pub struct Pool {
     watch_wanted: AtomicBool,
     /// hap agent (issue 15): set when the config's `agent` key is prefer or require.
     agent: Option<crate::agent::client::Link>,
+    /// Issue 16: the login lives in Redis (config `redis_url`); `login` is this store.
+    pub(crate) fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// The token a row serves, from whichever store is its authority.
 pub(crate) fn pair_for(row: &Row, creds_pair: Option<&TokenPair>) -> Option<TokenPair> {
     match row.kind() {
         Kind::Borrowed => creds_pair.cloned(),
-        Kind::Owned | Kind::Foreign => row.access_token.clone().map(|access| TokenPair {
-            access,
-            refresh: row.refresh_token.clone(),
-            expires_at_ms: row.expires_at_ms,
-        }),
+        Kind::Owned | Kind::Foreign => PoolRow::pair_of(row),
     }
 }
 
@@ -199,38 +191,6 @@ fn token_ref<'a>(
         Kind::Borrowed => creds_pair.map(|p| (&p.access, p.expires_at_ms)),
         Kind::Owned | Kind::Foreign => row.access_token.as_ref().map(|a| (a, row.expires_at_ms)),
     }
-}
-
-/// Usable for at least `min_validity_ms` more, and not the token a caller saw refused.
-pub(crate) fn is_fresh(row: &Row, pair: &TokenPair, min_validity_ms: u64, now: i64) -> bool {
-    fresh_parts(row, &pair.access, pair.expires_at_ms, min_validity_ms, now)
-}
-
-fn fresh_parts(
-    row: &Row,
-    access: &Secret,
-    expires_at_ms: Option<i64>,
-    min_validity_ms: u64,
-    now: i64,
-) -> bool {
-    // Saturating: an expiry near i64::MIN (a wrapped `expires_in`) minus now wrapped to a
-    // huge positive margin, and a `min_validity_ms` of 2^63 or more cast to a negative one;
-    // either served an expired token as fresh (issue 10).
-    let long_enough = match expires_at_ms {
-        None => true,
-        Some(at) => at.saturating_sub(now) > i64::try_from(min_validity_ms).unwrap_or(i64::MAX),
-    };
-    long_enough && !is_rejected_token(row, access)
-}
-
-pub(crate) fn is_rejected(row: &Row, pair: &TokenPair) -> bool {
-    is_rejected_token(row, &pair.access)
-}
-
-fn is_rejected_token(row: &Row, access: &Secret) -> bool {
-    row.rejected_fingerprint
-        .as_deref()
-        .is_some_and(|fp| fp == access.fingerprint())
 }
 
 fn not_expired(pair: &TokenPair, now: i64) -> bool {
@@ -299,10 +259,27 @@ pub fn default_pool_without_hermes(cfg: &Config) -> bool {
     })
 }
 
+/// The store of the login `claude_code` rows borrow: the one place it is chosen. Claude
+/// Code's credentials file today; another login store (a Keychain item) is chosen here by
+/// its config key, and nothing else in pool or refresh changes.
+/// With `redis_url` (issue 16), it is the fleet's Redis.
+fn login_store(cfg: &Config, fleet: Option<&Arc<fleet::Fleet>>) -> Option<Arc<dyn Authority>> {
+    if let Some(f) = fleet {
+        return Some(f.authority());
+    }
+    cfg.credentials_path.clone().map(|p| {
+        Arc::new(
+            CredentialsFile::new(p)
+                .with_claude_code_lock(cfg.claude_code_lock)
+                .deferring_refresh(cfg.defer_refresh_to_claude_code),
+        ) as Arc<dyn Authority>
+    })
+}
+
 /// The id of the in-memory row that stands for the credentials file when there is no pool
 /// file: stable across processes, derived from the file's path.
-fn memory_row_id(creds: &CredentialsFile) -> String {
-    fingerprint(&creds.path().to_string_lossy())[7..13].to_string()
+fn memory_row_id(login: &dyn Authority) -> String {
+    fingerprint(&login.name())[7..13].to_string()
 }
 
 fn new_row_id(rows: &[Row]) -> String {
@@ -325,12 +302,18 @@ impl Pool {
             ));
             cfg.pool_path = None;
         }
+        let fleet = fleet::Fleet::open(&cfg)?;
+        if fleet.is_some() {
+            // The fleet's login is the one credential; no file of this host holds it.
+            cfg.pool_path = None;
+            cfg.credentials_path = None;
+        }
         let pool = Pool {
             pool_file: cfg
                 .pool_path
                 .clone()
                 .map(|p| PoolFile::new(p, cfg.provider.clone())),
-            creds: cfg.credentials_path.clone().map(CredentialsFile::new),
+            login: login_store(&cfg, fleet.as_ref()),
             endpoint: TokenEndpoint::new(&cfg),
             view: Mutex::new(View::default()),
             flights: Flights::default(),
@@ -339,6 +322,7 @@ impl Pool {
             watch: OnceLock::new(),
             watch_wanted: AtomicBool::new(false),
             agent: crate::agent::client::Link::new(&cfg),
+            fleet,
             cfg,
         };
         // hap agent (issue 15): a pool that defers to a running agent never reads a store.
@@ -381,6 +365,43 @@ impl Pool {
         l
     }
 
+    /// The flock `held` has on the pool file, for a write of the rows inside a transaction
+    /// that already holds it (a second `flock` on it would wait on ourselves).
+    pub(crate) fn held_pool_lock<'a>(&self, held: &'a Held) -> Option<&'a FileLock> {
+        let paths = self.pool_file.as_ref()?.lock_paths().ok()?;
+        held.flock(&paths)
+    }
+
+    /// The store a row's pair lives in: the one place a row's kind picks its authority.
+    /// `None` when that store is not configured.
+    pub(crate) fn authority(&self, row: &Row) -> Option<Arc<dyn Authority>> {
+        match row.kind() {
+            Kind::Borrowed => self.login.clone(),
+            Kind::Owned | Kind::Foreign => self
+                .pool_file
+                .as_ref()
+                .map(|p| Arc::new(PoolRow::new(p.clone(), row.id.clone())) as Arc<dyn Authority>),
+        }
+    }
+
+    /// The refresh transaction, with this handle as the ledger of its rows.
+    fn refresher(&self) -> Refresher<'_> {
+        Refresher {
+            flights: &self.flights,
+            endpoint: &self.endpoint,
+            counters: &self.counters,
+            lock_timeout_ms: self.cfg.lock_timeout_ms,
+            ledger: self,
+        }
+    }
+
+    /// Saves every pair of this process that no file holds yet (refresh step 7). A process
+    /// about to exit calls this: `Err` names the paths that refused the pair, which is lost
+    /// when the process ends. Also run when the pool is dropped.
+    pub fn save_unsaved(&self) -> Result<()> {
+        self.refresher().save_unsaved()
+    }
+
     /// Forgets the cached stamps so the next look re-reads both stores.
     pub(crate) fn invalidate(&self) {
         let mut v = self.lock_view();
@@ -396,7 +417,9 @@ impl Pool {
         if let Some(w) = self.watch.get() {
             if trust_watch && w.unchanged() {
                 let v = self.lock_view();
-                if v.pool_known && v.creds_known && !(sync && v.unsynced) {
+                // A login store the watch cannot see (no file) is never vouched for.
+                let watchable = matches!(v.creds_stamp, Stamp::File(_));
+                if v.pool_known && v.creds_known && watchable && !(sync && v.unsynced) {
                     return Ok(v);
                 }
             }
@@ -406,9 +429,9 @@ impl Pool {
             Some(p) => p.stamp()?,
             None => None,
         };
-        let creds_stamp = match &self.creds {
-            Some(c) => c.stamp()?,
-            None => None,
+        let creds_stamp = match &self.login {
+            Some(l) => l.stamp()?,
+            None => Stamp::File(None),
         };
         let (fresh, had_view) = {
             let v = self.lock_view();
@@ -426,7 +449,12 @@ impl Pool {
                 // as garbage for a moment. With a view already read, keep serving it: any
                 // decision that writes re-reads the store under its lock and reports the
                 // corruption there, and the stamps stay old so the next call looks again.
-                Err(e) if e.status == Status::StoreCorrupt && had_view => {
+                // A network store (the fleet's Redis) that does not answer: the same, and the
+                // refresh, which cannot take its lease, fails closed (UNAVAILABLE).
+                Err(e)
+                    if (e.status == Status::StoreCorrupt || e.status == Status::Unavailable)
+                        && had_view =>
+                {
                     crate::log::debug(format_args!("{e}; serving the last good view"));
                     return Ok(self.lock_view());
                 }
@@ -445,16 +473,23 @@ impl Pool {
     /// exist yet (no pool file before the first write) cannot be watched, and stat serves
     /// until it can.
     fn ensure_watch(&self) {
+        if let Some(f) = &self.fleet {
+            if self.watch_wanted.load(Ordering::Relaxed) {
+                f.start_watch();
+            }
+            return;
+        }
         if self.watch.get().is_some() || !self.watch_wanted.load(Ordering::Relaxed) {
             return;
         }
-        let files: Vec<&std::path::Path> = [
-            self.pool_file.as_ref().map(|p| p.path()),
-            self.creds.as_ref().map(|c| c.path()),
+        let files: Vec<std::path::PathBuf> = [
+            self.pool_file.as_ref().map(|p| p.path().to_path_buf()),
+            self.login.as_ref().and_then(|l| l.file()),
         ]
         .into_iter()
         .flatten()
         .collect();
+        let files: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
         if let Some(w) = crate::watch::StoreWatch::start(&files) {
             crate::log::debug(format_args!("store watch started"));
             let _ = self.watch.set(w);
@@ -470,14 +505,14 @@ impl Pool {
             Some(p) => Some(read_settled(settle, || p.read())?),
             None => None,
         };
-        let creds_read = match &self.creds {
-            Some(c) => read_settled(settle, || c.read())?,
+        let creds_read = match &self.login {
+            Some(l) => Some(read_settled(settle, || l.read_pair())?),
             None => None,
         };
         let mut v = self.lock_view();
         v.unsynced = true;
         v.creds_known = true;
-        v.creds_stamp = creds_read.as_ref().map(|r| r.stamp);
+        v.creds_stamp = creds_read.as_ref().map_or(Stamp::File(None), |r| r.stamp);
         v.creds_pair = creds_read.and_then(|r| r.pair);
         v.pool_known = true;
         match pool_read {
@@ -489,9 +524,9 @@ impl Pool {
                 // No pool file: one in-memory row stands for the credentials file, and its
                 // status lives as long as this handle.
                 v.pool_stamp = None;
-                if let (Some(creds), true) = (&self.creds, v.rows.is_empty()) {
+                if let (Some(login), true) = (&self.login, v.rows.is_empty()) {
                     if v.creds_pair.is_some() {
-                        v.rows.push(Row::new_borrowed(memory_row_id(creds), 0));
+                        v.rows.push(Row::new_borrowed(memory_row_id(&**login), 0));
                     }
                 }
             }
@@ -571,8 +606,8 @@ impl Pool {
                 // The credentials pair only informs the change (seeding, lifting a bench);
                 // an unreadable credentials file must not block a pool write, which may be
                 // the write-back of a refreshed owned row.
-                let creds_pair = match &self.creds {
-                    Some(c) => c.read().ok().flatten().and_then(|r| r.pair),
+                let creds_pair = match &self.login {
+                    Some(l) => l.read_pair().ok().and_then(|r| r.pair),
                     None => None,
                 };
                 let (read, out) = pf.update(lock, |rows| change(rows, creds_pair.as_ref()))?;
@@ -755,6 +790,20 @@ impl Pool {
         if !force && is_fresh(&row, &pair, min_validity, now) {
             return Ok(Self::token_of(&row, pair, false));
         }
+        if self.fleet.as_ref().is_some_and(|f| f.is_consumer()) {
+            // A fleet consumer never refreshes (its ACL user cannot read the refresh
+            // token): it serves what Redis has and waits for a refresher host's rotation.
+            if not_expired(&pair, now) && !is_rejected(&row, &pair) {
+                return Ok(Self::token_of(&row, pair, false));
+            }
+            return Err(Error::new(
+                Status::Unavailable,
+                "this host is a fleet consumer: its token has expired and a refresher host \
+                 has not rotated the login yet",
+            )
+            .with_retry_at(Some(now.saturating_add(1000)))
+            .with_credential(id));
+        }
         let refreshable = row.is_oauth() && row.kind() != Kind::Foreign && pair.refresh.is_some();
         if !refreshable {
             if not_expired(&pair, now) && !is_rejected(&row, &pair) {
@@ -766,7 +815,13 @@ impl Pool {
             )
             .with_credential(id));
         }
-        match self.refresh(&row, &pair, force, min_validity) {
+        let Some(authority) = self.authority(&row) else {
+            return Err(Error::internal("a row whose store is not configured").with_credential(id));
+        };
+        match self
+            .refresher()
+            .refresh(authority, &row, &pair, force, min_validity)
+        {
             Ok(out) => {
                 if is_rejected(&row, &pair) && out.pair.access != pair.access {
                     self.note_retry(id, &out.pair);
@@ -921,20 +976,9 @@ impl Pool {
 
     /// The pair the row's authority holds right now, read from disk whatever the cache says.
     pub(crate) fn read_authority_pair(&self, row: &Row) -> Result<Option<TokenPair>> {
-        match row.kind() {
-            Kind::Borrowed => match &self.creds {
-                Some(c) => Ok(c.read()?.and_then(|r| r.pair)),
-                None => Ok(None),
-            },
-            Kind::Owned | Kind::Foreign => match &self.pool_file {
-                Some(p) => Ok(p
-                    .read()?
-                    .rows
-                    .iter()
-                    .find(|r| r.id == row.id)
-                    .and_then(|r| pair_for(r, None))),
-                None => Ok(None),
-            },
+        match self.authority(row) {
+            Some(a) => Ok(a.read_pair()?.pair),
+            None => Ok(None),
         }
     }
 
@@ -1015,6 +1059,69 @@ impl Pool {
     }
 }
 
+/// What a refresh does to the rows (the refresh transaction knows the pool only as this).
+impl RowLedger for Pool {
+    fn mark_ok(&self, row_id: &str, pair: &TokenPair, held: &Held) {
+        let now = now_s();
+        let fp = pair.access.fingerprint();
+        let result = self.update_rows(self.held_pool_lock(held), |rows, _| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == row_id) else {
+                return Ok((false, ()));
+            };
+            r.expires_at_ms = pair.expires_at_ms;
+            r.clear_status();
+            r.last_status = Some(policy::STATUS_OK.into());
+            r.last_status_at = Some(now);
+            r.secret_fingerprint = Some(fp.clone());
+            r.rejected_fingerprint = None;
+            Ok((true, ()))
+        });
+        // The pair is already safe in its store; a pool file we cannot update only loses a
+        // status line, so the refresh does not fail for it.
+        if let Err(e) = result {
+            crate::log::debug(format_args!(
+                "row {row_id}: status not written: {}",
+                e.status.name()
+            ));
+        }
+    }
+
+    fn mark_dead(&self, row_id: &str, code: &str, token_fp: Option<String>) -> Result<()> {
+        let now = now_s();
+        self.update_rows(None, |rows, _| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == row_id) else {
+                return Ok((false, ()));
+            };
+            r.last_status = Some(policy::STATUS_DEAD.into());
+            r.last_status_at = Some(now);
+            r.last_error_code = Some(400);
+            r.last_error_reason = Some(code.to_string());
+            r.last_error_message = Some("refresh token rejected; log in again".into());
+            r.last_error_reset_at = None;
+            if token_fp.is_some() {
+                r.secret_fingerprint = token_fp.clone();
+            }
+            Ok((true, ()))
+        })
+    }
+
+    fn invalidate(&self) {
+        Pool::invalidate(self)
+    }
+}
+
+/// A pool dropped with a pair no file took tries once more to save it (a host that calls
+/// `hap_pool_free` right after a refresh on a full disk).
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.flights.has_unsaved() {
+            if let Err(e) = self.save_unsaved() {
+                crate::log::debug(format_args!("closing with an unsaved pair: {e}"));
+            }
+        }
+    }
+}
+
 /// What `hap_pool_status` returns (docs/ABI.md, "status"): no token, no fingerprint.
 /// Serializes to exactly that JSON, keys in field order.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -1086,5 +1193,45 @@ fn stale_bench(r: &Row, creds_fp: Option<&str>) -> bool {
     match (current, benched_fp) {
         (Some(cur), Some(old)) => cur != old,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::{pair, MemoryStore};
+
+    /// A login store no file stamp can watch (a Keychain item, a network service) needs no
+    /// special case here: its `Stamp::Unknown` never matches, so every call re-reads it.
+    #[test]
+    fn a_login_store_without_a_file_stamp_is_re_read_at_every_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_json_str(Some(
+            r#"{"credentials_path": null, "pool_path": null, "token_urls": ["http://127.0.0.1:9/t"]}"#,
+        ))
+        .unwrap();
+        let mut pool = Pool::open(cfg).unwrap();
+        let later = now_ms() + 3_600_000;
+        let store = MemoryStore::new(
+            &dir,
+            pair("sk-ant-oat01-fake-k1", "sk-ant-ort01-fake-k1", later),
+        );
+        pool.login = Some(store.clone());
+        pool.invalidate();
+        let req = ResolveRequest::default();
+        let token = |pool: &Pool| {
+            pool.resolve(&req)
+                .unwrap()
+                .access_token
+                .expose()
+                .to_string()
+        };
+        assert_eq!(token(&pool), "sk-ant-oat01-fake-k1");
+        assert_eq!(token(&pool), "sk-ant-oat01-fake-k1");
+        for n in 2..5 {
+            let t = format!("sk-ant-oat01-fake-k{n}");
+            store.set(pair(&t, &format!("sk-ant-ort01-fake-k{n}"), later));
+            assert_eq!(token(&pool), t);
+        }
     }
 }

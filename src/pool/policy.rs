@@ -7,7 +7,9 @@
 //! | dead        | never by time         | a different token at the authority; a refresh    |
 
 use crate::clock;
+use crate::credentials::TokenPair;
 use crate::pool_file::Row;
+use crate::secret::Secret;
 use serde_json::Value;
 
 pub const STATUS_OK: &str = "ok";
@@ -21,6 +23,41 @@ const SOLE_CREDENTIAL_MAX_S: f64 = 60.0;
 const RESET_AT_CAP_S: f64 = 24.0 * 3600.0;
 pub const REFRESH_BACKOFF_MIN_MS: i64 = 60_000;
 pub const REFRESH_BACKOFF_MAX_MS: i64 = 3_600_000;
+
+/// Usable for at least `min_validity_ms` more, and not the token a caller saw refused.
+#[inline]
+pub fn is_fresh(row: &Row, pair: &TokenPair, min_validity_ms: u64, now: i64) -> bool {
+    fresh_parts(row, &pair.access, pair.expires_at_ms, min_validity_ms, now)
+}
+
+#[inline]
+pub fn fresh_parts(
+    row: &Row,
+    access: &Secret,
+    expires_at_ms: Option<i64>,
+    min_validity_ms: u64,
+    now: i64,
+) -> bool {
+    // Saturating: an expiry near i64::MIN (a wrapped `expires_in`) minus now wrapped to a
+    // huge positive margin, and a `min_validity_ms` of 2^63 or more cast to a negative one;
+    // either served an expired token as fresh (issue 10).
+    let long_enough = match expires_at_ms {
+        None => true,
+        Some(at) => at.saturating_sub(now) > i64::try_from(min_validity_ms).unwrap_or(i64::MAX),
+    };
+    long_enough && !is_rejected_token(row, access)
+}
+
+pub fn is_rejected(row: &Row, pair: &TokenPair) -> bool {
+    is_rejected_token(row, &pair.access)
+}
+
+#[inline]
+fn is_rejected_token(row: &Row, access: &Secret) -> bool {
+    row.rejected_fingerprint
+        .as_deref()
+        .is_some_and(|fp| fp == access.fingerprint())
+}
 
 /// OAuth error codes that mean the grant is gone for good (the provider's list).
 pub fn is_terminal_reason(reason: &str) -> bool {

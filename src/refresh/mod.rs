@@ -3,11 +3,18 @@
 //!
 //! Read this file top to bottom; it is the whole story.
 //!
+//! The transaction knows stores and locks, not the pool: a [`Refresher`] refreshes the pair
+//! of one store (`dyn Authority`, `store/authority.rs`: Claude Code's credentials file, an
+//! owned pool row, or any other store), takes the locks that store lists, and tells the pool
+//! what happened to its rows through [`RowLedger`] (mark ok, mark dead, look again). The pool
+//! builds a `Refresher` per call (`Pool::refresher`); `tests.rs` runs it with an in-memory
+//! store and no pool at all.
+//!
 //! 1. In-process single flight: one refresh per grant at a time; other threads wait for the
 //!    leader's result on a condvar (no mutex is held across network I/O or a lock wait).
-//! 2. Cross-process: take the authority's locks: `.credentials.lock`, then Claude Code's
-//!    `.oauth_refresh.lock` and `~/.claude.lock` directories (if enabled) for the
-//!    credentials file; `auth.lock` for a row that owns its tokens. Bounded by
+//! 2. Cross-process: take the locks the store lists (`Authority::locks`): `.credentials.lock`,
+//!    then Claude Code's `.oauth_refresh.lock` and `~/.claude.lock` directories (if enabled)
+//!    for the credentials file; `auth.lock` for a row that owns its tokens. Bounded by
 //!    `lock_timeout_ms`.
 //! 3. Re-read the authority. A different access token, valid long enough, means a sibling
 //!    refreshed while we waited: adopt it, no POST. A pair of this process that no file
@@ -23,11 +30,14 @@
 //!    journal can be written at all: if it cannot (disk full, directory not writable),
 //!    nothing is POSTed, the refresh token stays unspent and the caller gets the error.
 //! 6. POST (see `oauth.rs` for URL fallback, redirects, size rules and the deadline).
-//! 7. Success: journal (fsync) -> write the authority -> mark the row ok -> commit. If the
+//! 7. Success: journal (fsync) -> write the authority -> mark the row ok -> commit. The store
+//!    write is a compare-and-set on the refresh token the store held when re-read in step 3
+//!    (as Claude Code's own save): if another writer saved a pair meanwhile, theirs stands,
+//!    ours is served to this caller and its journal entry is settled. If the
 //!    journal cannot be written now (the disk filled during the POST), the pair goes to the
 //!    authority directly; if that fails too, it stays in this process's memory, is served,
 //!    and every later call (and closing the pool) tries to save it again. A one-shot process
-//!    calls [`Pool::save_unsaved`] before it exits and fails loudly, naming the paths, if
+//!    calls `Pool::save_unsaved` before it exits and fails loudly, naming the paths, if
 //!    the pair is still nowhere (issue 10, item 1: a `?` here once dropped the only copy).
 //! 8. `invalid_grant`: record the token as spent, release the locks and watch the authority
 //!    for up to 3 s: an outside writer (an older Claude Code that takes no lock) may have
@@ -61,17 +71,19 @@ pub mod oauth;
 /// `defer_refresh_to_claude_code`: Claude Code owns its login; hap never POSTs on it.
 mod owned;
 
+use crate::authority::{Authority, Written};
 use crate::clock::now_ms;
+use crate::counters::Counters;
 use crate::credentials::{Issued, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::journal::{Entry, Journal, JournalDoc, Post};
-use crate::lock::{ClaudeLocks, FileLock};
-use crate::oauth::RefreshError;
-use crate::pool::{is_fresh, pair_for, Pool};
-use crate::pool_file::{Kind, Row};
+use crate::lock::Held;
+use crate::oauth::{RefreshError, TokenEndpoint};
+use crate::policy::is_fresh;
+use crate::pool_file::Row;
+use crate::secret::Secret;
 use crate::{fault, log, policy};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -101,7 +113,7 @@ struct Flight {
 /// refused it (step 7). Served from memory and saved again at every later call.
 #[derive(Clone)]
 struct Unsaved {
-    authority: Authority,
+    authority: Arc<dyn Authority>,
     row_id: String,
     /// Fingerprint of the refresh token the POST spent: while the store holds that token,
     /// this pair is the login.
@@ -113,11 +125,56 @@ struct Unsaved {
     why: String,
 }
 
-/// In-flight refreshes of this process, by grant, and pairs still on their way to disk.
+/// What a refresh keeps between calls, per pool handle: in-flight refreshes by grant, pairs
+/// still on their way to disk, and the shared back-off learnt from the journal.
 #[derive(Default)]
 pub struct Flights {
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     unsaved: Mutex<HashMap<String, Unsaved>>,
+    /// Refresh back-off per grant (epoch ms), cached from the journal so a resolve during
+    /// a back-off does not take a lock just to learn it must not POST.
+    backoff_until: Mutex<HashMap<String, i64>>,
+}
+
+impl Flights {
+    /// Whether a pair no file took is waiting in memory (step 7).
+    pub fn has_unsaved(&self) -> bool {
+        !self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn backoff_until(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.backoff_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a refresh does to the pool's rows, and all it knows of the pool (which implements
+/// it in `pool/mod.rs`): refresh depends on stores and locks, the pool on refresh, never the
+/// other way round.
+pub(crate) trait RowLedger {
+    /// The row's store now holds `pair` (a refresh, a journal replay or a saved unsaved
+    /// pair): mark the row ok. `held` are the transaction's locks, the pool lock among them
+    /// when the row's store is the pool file. Best effort: the pair is safe in its store.
+    fn mark_ok(&self, row_id: &str, pair: &TokenPair, held: &Held);
+
+    /// The token endpoint refused the grant (`code`) and nobody saved a new pair: mark the
+    /// row dead. `token_fp`: the fingerprint of the access token its store holds now.
+    fn mark_dead(&self, row_id: &str, code: &str, token_fp: Option<String>) -> Result<()>;
+
+    /// A store changed behind the pool's cached view: look again at the next call.
+    fn invalidate(&self);
+}
+
+/// The refresh transaction for one pool handle: what it needs of the handle, borrowed.
+pub(crate) struct Refresher<'a> {
+    pub flights: &'a Flights,
+    pub endpoint: &'a TokenEndpoint,
+    pub counters: &'a Counters,
+    pub lock_timeout_ms: u64,
+    pub ledger: &'a dyn RowLedger,
 }
 
 /// Publishes the leader's result and retires the flight even if the leader panics, so
@@ -155,59 +212,17 @@ impl Drop for Leading<'_> {
     }
 }
 
-/// Where a row's tokens live, and so which locks and journal guard a refresh of it.
-#[derive(Clone)]
-enum Authority {
-    Credentials,
-    PoolRow(String),
-}
-
-/// Locks held for one transaction; dropped in reverse order of taking.
-struct Held {
-    pool: Option<FileLock>,
-    _refresh_dir: Option<ClaudeLocks>,
-    _creds: Option<FileLock>,
-}
-
-const GRANT_CREDENTIALS: &str = "credentials";
-
-impl Pool {
-    fn authority(row: &Row) -> Authority {
-        match row.kind() {
-            Kind::Borrowed => Authority::Credentials,
-            _ => Authority::PoolRow(row.id.clone()),
-        }
-    }
-
-    fn grant_key(&self, a: &Authority) -> String {
-        match a {
-            Authority::Credentials => GRANT_CREDENTIALS.to_string(),
-            Authority::PoolRow(id) => format!("{}/{id}", self.cfg.provider),
-        }
-    }
-
-    fn journal(&self, a: &Authority) -> Result<Journal> {
-        // Keyed on the file the store path resolves to: a symlink and its target are one
-        // store with one journal (issue 10, item 12).
-        let store = match a {
-            Authority::Credentials => self.creds.as_ref().map(|c| c.target()),
-            Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.target()),
-        };
-        store
-            .ok_or_else(|| Error::internal("refresh of a row without an authority"))?
-            .map(|s| Journal::for_store(&s))
-    }
-
+impl Refresher<'_> {
     /// Step 1: in-process single flight around the transaction.
     pub(crate) fn refresh(
         &self,
+        authority: Arc<dyn Authority>,
         row: &Row,
         stale: &TokenPair,
         force: bool,
         min_validity: u64,
     ) -> Result<Outcome> {
-        let authority = Self::authority(row);
-        let key = self.grant_key(&authority);
+        let key = authority.grant_key();
         let (flight, leader) = {
             let mut map = self
                 .flights
@@ -235,7 +250,7 @@ impl Pool {
             });
         }
         let leading = Leading {
-            flights: &self.flights,
+            flights: self.flights,
             key,
             flight,
         };
@@ -260,126 +275,52 @@ impl Pool {
 
     /// Step 2: the authority's locks, in the one order every hap process uses
     /// (credentials lock, Claude Code's directory, then the pool lock), so no two deadlock.
-    fn take_locks(&self, a: &Authority) -> Result<Held> {
-        let deadline = self.deadline();
-        match a {
-            Authority::Credentials => {
-                let creds = self
-                    .creds
-                    .as_ref()
-                    .expect("borrowed rows need a credentials file");
-                let l = self.lock_file(&creds.lock_paths()?, deadline)?;
-                let dir = if self.cfg.claude_code_lock {
-                    let mut waited = false;
-                    let d = ClaudeLocks::acquire(
-                        &creds.refresh_lock_dirs(),
-                        deadline,
-                        self.cfg.lock_timeout_ms,
-                        &mut waited,
-                    );
-                    if waited {
-                        self.counters.lock_waits.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Some(d?)
-                } else {
-                    None
-                };
-                Ok(Held {
-                    pool: None,
-                    _refresh_dir: dir,
-                    _creds: Some(l),
-                })
-            }
-            Authority::PoolRow(_) => {
-                let pf = self
-                    .pool_file
-                    .as_ref()
-                    .expect("owned rows live in a pool file");
-                Ok(Held {
-                    pool: Some(self.lock_file(&pf.lock_paths()?, deadline)?),
-                    _refresh_dir: None,
-                    _creds: None,
-                })
-            }
+    fn take_locks(&self, a: &dyn Authority) -> Result<Held> {
+        let mut waited = false;
+        let held = a.locks().and_then(|specs| {
+            Held::take(
+                &specs,
+                Instant::now() + Duration::from_millis(self.lock_timeout_ms),
+                self.lock_timeout_ms,
+                &mut waited,
+            )
+        });
+        if waited {
+            self.counters.lock_waits.fetch_add(1, Ordering::Relaxed);
         }
+        held
     }
 
-    /// Writes the new pair to the authority and marks the row fresh, in the pool file too.
+    /// Writes the new pair to the authority, if it still holds `replaces`, and marks the
+    /// row fresh in the pool file.
+    #[allow(clippy::too_many_arguments)]
     fn commit_pair(
         &self,
-        a: &Authority,
+        a: &dyn Authority,
         held: &Held,
         row_id: &str,
+        replaces: Option<&Secret>,
         pair: &TokenPair,
         issued: &Issued,
-    ) -> Result<()> {
-        if let Authority::Credentials = a {
-            self.creds
-                .as_ref()
-                .expect("credentials authority")
-                .write_pair(pair, issued)?;
-            fault::point("after_store_write");
+    ) -> Result<Written> {
+        let written = a.write_pair(held, replaces, pair, issued)?;
+        if written == Written::Moved {
+            log::debug(format_args!(
+                "row {row_id}: the store moved on; its pair stands"
+            ));
+            self.ledger.invalidate();
+            return Ok(written);
         }
-        let owned = matches!(a, Authority::PoolRow(_));
-        let now_s = now_ms() as f64 / 1000.0;
-        let fp = pair.access.fingerprint();
-        let result = self.update_rows(held.pool.as_ref(), |rows, _| {
-            let Some(r) = rows.iter_mut().find(|r| r.id == row_id) else {
-                return Ok((false, ()));
-            };
-            if owned {
-                r.access_token = Some(pair.access.clone());
-                r.refresh_token = pair.refresh.clone();
-            }
-            r.expires_at_ms = pair.expires_at_ms;
-            r.clear_status();
-            r.last_status = Some(policy::STATUS_OK.into());
-            r.last_status_at = Some(now_s);
-            r.secret_fingerprint = Some(fp.clone());
-            r.rejected_fingerprint = None;
-            Ok((true, ()))
-        });
-        match result {
-            Ok(()) => {}
-            // The pair is already safe in the authority (credentials file); a pool file we
-            // cannot update only loses a status line, so do not fail the refresh for it.
-            Err(e) if !owned => log::debug(format_args!(
-                "row {row_id}: status not written: {}",
-                e.status.name()
-            )),
-            Err(e) => return Err(e),
-        }
-        if !owned {
-            fault::point("after_pool_write");
-        }
-        self.invalidate();
-        Ok(())
+        fault::point("after_store_write");
+        self.ledger.mark_ok(row_id, pair, held);
+        fault::point("after_pool_write");
+        self.ledger.invalidate();
+        Ok(written)
     }
 
-    fn store_path(&self, a: &Authority) -> Option<PathBuf> {
-        match a {
-            Authority::Credentials => self.creds.as_ref().map(|c| c.path().to_path_buf()),
-            Authority::PoolRow(_) => self.pool_file.as_ref().map(|p| p.path().to_path_buf()),
-        }
-    }
-
-    /// The pair the authority holds for `row_id` right now.
-    fn read_pair(&self, a: &Authority, row_id: &str) -> Result<Option<TokenPair>> {
-        match a {
-            Authority::Credentials => match &self.creds {
-                Some(c) => Ok(c.read()?.and_then(|r| r.pair)),
-                None => Ok(None),
-            },
-            Authority::PoolRow(_) => match &self.pool_file {
-                Some(p) => Ok(p
-                    .read()?
-                    .rows
-                    .iter()
-                    .find(|r| r.id == row_id)
-                    .and_then(|r| pair_for(r, None))),
-                None => Ok(None),
-            },
-        }
+    /// The pair the authority holds right now.
+    fn read_pair(&self, a: &dyn Authority) -> Result<Option<TokenPair>> {
+        Ok(a.read_pair()?.pair)
     }
 
     fn unsaved(&self, key: &str) -> Option<Unsaved> {
@@ -409,10 +350,17 @@ impl Pool {
         })
     }
 
-    /// Tries again to put an unsaved pair into the journal and the authority (locks held).
-    /// Either one is enough: the journal is replayed by whoever reads it next.
-    fn save_locked(&self, key: &str, held: &Held, u: &Unsaved) -> Result<()> {
-        let journal = self.journal(&u.authority)?;
+    /// Tries again to put an unsaved pair into the journal and the authority (locks held;
+    /// the store holds `replaces`). Either one is enough: the journal is replayed by whoever
+    /// reads it next. `Ok(true)` when the store now holds the pair.
+    fn save_locked(
+        &self,
+        key: &str,
+        held: &Held,
+        u: &Unsaved,
+        replaces: Option<&Secret>,
+    ) -> Result<bool> {
+        let journal = u.authority.journal()?;
         let journalled = journal.read().and_then(|mut doc| {
             if !doc.entries.iter().any(|e| e.id == u.entry.id) {
                 doc.entries.push(u.entry.clone());
@@ -420,15 +368,10 @@ impl Pool {
             doc.posts.retain(|p| p.grant != key);
             journal.write(&mut doc)
         });
-        let stored = self.commit_pair(&u.authority, held, &u.row_id, &u.pair, &u.issued);
+        let stored = self.commit_pair(&*u.authority, held, &u.row_id, replaces, &u.pair, &u.issued);
         match (&journalled, &stored) {
             (Err(je), Err(se)) => {
-                let why = unsaved_why(
-                    journal.path(),
-                    je,
-                    self.store_path(&u.authority).as_deref(),
-                    se,
-                );
+                let why = unsaved_why(journal.path(), je, &u.authority.name(), se);
                 let mut map = self
                     .flights
                     .unsaved
@@ -442,15 +385,14 @@ impl Pool {
             _ => {
                 log::debug(format_args!("row {}: the unsaved pair is saved", u.row_id));
                 self.forget_unsaved(key);
-                Ok(())
+                Ok(matches!(stored, Ok(Written::Stored)))
             }
         }
     }
 
-    /// Saves every pair of this process that no file holds yet (step 7). A process about to
-    /// exit calls this: `Err` names the paths that refused the pair, which is lost when the
-    /// process ends. Also run when the pool is dropped.
-    pub fn save_unsaved(&self) -> Result<()> {
+    /// Saves every pair of this process that no file holds yet (step 7); see
+    /// `Pool::save_unsaved`.
+    pub(crate) fn save_unsaved(&self) -> Result<()> {
         let pending: Vec<(String, Unsaved)> = {
             let map = self
                 .flights
@@ -461,14 +403,14 @@ impl Pool {
         };
         let mut first_err = None;
         for (key, u) in pending {
-            let result = self.take_locks(&u.authority).and_then(|held| {
-                let store = self.read_pair(&u.authority, &u.row_id)?;
-                let holds_replaced = store
+            let result = self.take_locks(&*u.authority).and_then(|held| {
+                let store = self.read_pair(&*u.authority)?;
+                let holds = store.and_then(|p| p.refresh);
+                let holds_replaced = holds
                     .as_ref()
-                    .and_then(|p| p.refresh.as_ref())
                     .is_some_and(|r| r.fingerprint() == u.replaced);
                 if holds_replaced {
-                    self.save_locked(&key, &held, &u)
+                    self.save_locked(&key, &held, &u, holds.as_ref()).map(drop)
                 } else {
                     // The store moved on (our pair, a new login): nothing left to save.
                     self.forget_unsaved(&key);
@@ -501,7 +443,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn transaction(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         key: &str,
         row: &Row,
         stale: &TokenPair,
@@ -510,8 +452,8 @@ impl Pool {
         may_retry: bool,
     ) -> Result<Outcome> {
         // Claude Code owns its login (`owned.rs`): no lock, no journal, no POST.
-        if self.cfg.defer_refresh_to_claude_code && matches!(a, Authority::Credentials) {
-            return self.claude_code_owned(row, stale, force);
+        if a.refresh_deferred() {
+            return self.claude_code_owned(a, row, stale, force);
         }
         // An unsaved pair of this process is served whatever else fails before it is saved.
         let or_unsaved = |e: Error| match self.fresh_unsaved(key, row, min_validity) {
@@ -519,19 +461,19 @@ impl Pool {
             None => Err(e),
         };
         // A back-off learnt earlier: no lock, no I/O, no POST until it ends.
-        if let Some(&until) = self.lock_view().backoff_until.get(key) {
+        if let Some(&until) = self.flights.backoff_until().get(key) {
             if until > now_ms() {
                 return or_unsaved(unavailable(until, "the token endpoint is backing off"));
             }
         }
 
-        let held = match self.take_locks(a) {
+        let held = match self.take_locks(&**a) {
             Ok(h) => h,
             Err(e) => return or_unsaved(e),
         };
 
         // Step 3: re-read; save an unsaved pair; adopt a sibling's rotation.
-        let read = match self.read_authority_pair(row) {
+        let read = match self.read_pair(&**a) {
             Ok(r) => r,
             Err(e) => return or_unsaved(e),
         };
@@ -543,14 +485,19 @@ impl Pool {
             .with_credential(&row.id)
         })?;
         let mut current = store_pair.clone();
+        // The refresh token the store holds as far as this transaction knows: what its
+        // next write replaces (the compare-and-set of `Authority::write_pair`).
+        let mut in_store = store_pair.refresh.clone();
         if let Some(u) = self.unsaved(key) {
             let holds_replaced = current
                 .refresh
                 .as_ref()
                 .is_some_and(|r| r.fingerprint() == u.replaced);
             if holds_replaced {
-                if let Err(e) = self.save_locked(key, &held, &u) {
-                    log::debug(format_args!("row {}: still unsaved: {e}", row.id));
+                match self.save_locked(key, &held, &u, in_store.as_ref()) {
+                    Ok(true) => in_store = u.pair.refresh.clone(),
+                    Ok(false) => {}
+                    Err(e) => log::debug(format_args!("row {}: still unsaved: {e}", row.id)),
                 }
                 if is_fresh(row, &u.pair, min_validity, now_ms()) {
                     return Ok(Outcome {
@@ -570,7 +517,7 @@ impl Pool {
                 .refresh_adopted
                 .fetch_add(1, Ordering::Relaxed);
             log::debug(format_args!("row {}: adopted a sibling's rotation", row.id));
-            self.invalidate();
+            self.ledger.invalidate();
             return Ok(Outcome {
                 pair: current,
                 refreshed: false,
@@ -584,7 +531,7 @@ impl Pool {
         }
 
         // Step 4: the journal.
-        let journal = self.journal(a)?;
+        let journal = a.journal()?;
         let mut doc = journal.read()?;
         let mut dirty = doc.settle(key, &store_pair);
         // Follow the rotations the store missed: one entry, or a chain of rotated ones.
@@ -606,19 +553,23 @@ impl Pool {
                 row.id
             ));
             let pair = current.clone();
-            match self.commit_pair(
-                a,
+            let committed = self.commit_pair(
+                &**a,
                 &held,
                 &row.id,
+                in_store.as_ref(),
                 &pair,
                 &Issued::scopes(entry.scopes.clone()),
-            ) {
-                Ok(()) => {
+            );
+            match committed {
+                Ok(Written::Stored) => {
                     if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
                         e.committed = true;
                     }
                     dirty = true;
+                    in_store = pair.refresh.clone();
                 }
+                Ok(Written::Moved) => {}
                 // It is durable in the journal: served from there until a write works.
                 Err(e) => log::debug(format_args!(
                     "row {}: journalled pair not committed: {}",
@@ -671,9 +622,7 @@ impl Pool {
                 .until_ms
                 .min(now.saturating_add(policy::REFRESH_BACKOFF_MAX_MS));
             if until > now {
-                self.lock_view()
-                    .backoff_until
-                    .insert(key.to_string(), until);
+                self.flights.backoff_until().insert(key.to_string(), until);
                 if dirty {
                     let _ = journal.write(&mut doc);
                 }
@@ -682,14 +631,18 @@ impl Pool {
         }
         // The possibly-spent rule (module comment).
         let mut retrying_unanswered = false;
-        if let Some(p) = doc.possibly_spent(key, &token_fp) {
-            let now = now_ms();
-            // Clamped: a marker from a clock that ran ahead must not keep siblings waiting.
-            let left_ms = p
-                .at_ms
+        let now = now_ms();
+        // Clamped: a marker from a clock that ran ahead must not keep siblings waiting.
+        let local = doc.possibly_spent(key, &token_fp).map(|p| {
+            p.at_ms
                 .saturating_add(WATCH_MS)
                 .saturating_sub(now)
-                .clamp(0, WATCH_MS);
+                .clamp(0, WATCH_MS)
+        });
+        // Issue 16: a store shared beyond this machine keeps a marker every host sees.
+        let shared = a.posting_left_ms(&token_fp, now)?;
+        if local.is_some() || shared.is_some() {
+            let left_ms = local.unwrap_or(0).max(shared.unwrap_or(0));
             if left_ms > 0 {
                 if !may_retry {
                     return Err(unavailable(
@@ -734,16 +687,21 @@ impl Pool {
             .with_path(journal.path())
             .with_credential(&row.id));
         }
+        // Issue 16: and where the other hosts see it. Not there: do not POST.
+        if let Err(e) = a.mark_posting(&token_fp, now_ms()) {
+            doc.posts.retain(|p| p.grant != key);
+            let _ = journal.write(&mut doc);
+            return Err(e.with_credential(&row.id));
+        }
 
         // Step 6: the one POST.
         fault::point("before_post");
         self.counters.refresh_posts.fetch_add(1, Ordering::Relaxed);
         log::debug(format_args!("row {}: POST refresh", row.id));
-        // Claude Code's body for this login (its client id and scopes); a pool row's as before.
-        let shape = match (a, &self.creds) {
-            (Authority::Credentials, Some(c)) => c.request_shape().unwrap_or_default(),
-            _ => Default::default(),
-        };
+        // The body the store's owner would send for this login (Claude Code's client id and
+        // scopes, issue 12); a pool row's as before. A file that cannot be read for it now
+        // was just read: the default shape, rather than no refresh.
+        let shape = a.request_shape().unwrap_or_default();
         match self.endpoint.refresh_with(&refresh_token, &shape) {
             Ok(resp) => {
                 fault::point("after_token_response");
@@ -773,10 +731,20 @@ impl Pool {
                     doc.spent.push(token_fp.clone());
                 }
                 doc.backoff.remove(key);
-                self.lock_view().backoff_until.remove(key);
+                self.flights.backoff_until().remove(key);
                 // Step 7: from here on the pair is kept, whatever fails.
                 self.keep_new_pair(
-                    a, &held, row, key, &journal, &mut doc, entry, &pair, issued, token_fp,
+                    a,
+                    &held,
+                    in_store.as_ref(),
+                    row,
+                    key,
+                    &journal,
+                    &mut doc,
+                    entry,
+                    &pair,
+                    issued,
+                    token_fp,
                 );
                 Ok(Outcome {
                     pair,
@@ -819,6 +787,7 @@ impl Pool {
                 // Step 9: a back-off every process sees, through the journal. The answer
                 // says the token was not spent: the POST's marker ends.
                 doc.posts.retain(|p| p.grant != key);
+                a.clear_posting(&token_fp);
                 let until = self.back_off(key, &mut doc, http_status, retry_after_ms);
                 if let Err(e) = journal.write(&mut doc) {
                     log::debug(format_args!("journal not written: {}", e.status.name()));
@@ -866,9 +835,7 @@ impl Pool {
             now_ms().saturating_add(policy::refresh_backoff_ms(b.failures, retry_after_ms));
         b.code = http_status.map(i64::from);
         let until = b.until_ms;
-        self.lock_view()
-            .backoff_until
-            .insert(key.to_string(), until);
+        self.flights.backoff_until().insert(key.to_string(), until);
         until
     }
 
@@ -877,8 +844,9 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn keep_new_pair(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         held: &Held,
+        in_store: Option<&Secret>,
         row: &Row,
         key: &str,
         journal: &Journal,
@@ -892,9 +860,22 @@ impl Pool {
         if journalled.is_ok() {
             fault::point("after_journal");
         }
-        let stored = self.commit_pair(a, held, &row.id, pair, &issued);
+        let stored = self.commit_pair(&**a, held, &row.id, in_store, pair, &issued);
         match (journalled, stored) {
-            (Ok(()), Ok(())) => {
+            // Another writer saved a pair while the token endpoint answered (the store no
+            // longer holds the token this POST spent): theirs stands, ours is served once.
+            (journalled, Ok(Written::Moved)) => {
+                if journalled.is_ok() {
+                    if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
+                        e.committed = true;
+                    }
+                    if let Err(e) = journal.write(doc) {
+                        log::debug(format_args!("journal commit mark not written: {e}"));
+                    }
+                }
+                self.forget_unsaved(key);
+            }
+            (Ok(()), Ok(Written::Stored)) => {
                 if let Some(e) = doc.entries.iter_mut().find(|e| e.id == entry.id) {
                     e.committed = true;
                 }
@@ -905,7 +886,7 @@ impl Pool {
                 fault::point("after_commit");
                 self.forget_unsaved(key);
             }
-            (Err(e), Ok(())) => {
+            (Err(e), Ok(Written::Stored)) => {
                 log::debug(format_args!(
                     "row {}: journal not written ({}); the pair went to the store directly",
                     row.id,
@@ -919,7 +900,7 @@ impl Pool {
                 e.status.name()
             )),
             (Err(je), Err(se)) => {
-                let why = unsaved_why(journal.path(), &je, self.store_path(a).as_deref(), &se);
+                let why = unsaved_why(journal.path(), &je, &a.name(), &se);
                 log::debug(format_args!(
                     "row {}: pair kept in memory only: {why}",
                     row.id
@@ -948,11 +929,46 @@ impl Pool {
     /// The authority's pair while watching it: a store another tool is rewriting in place
     /// (truncate, then write) reads as garbage for a moment, which is "not yet", not an
     /// error; the transaction that follows reports a corruption that stays.
-    fn read_settling(&self, row: &Row) -> Result<Option<TokenPair>> {
-        match self.read_authority_pair(row) {
+    fn read_settling(&self, a: &dyn Authority) -> Result<Option<TokenPair>> {
+        match self.read_pair(a) {
             Err(e) if e.status == Status::StoreCorrupt => Ok(None),
             r => r,
         }
+    }
+
+    /// Watches the store, locks released, until `until` (read at least once) for a pair
+    /// whose refresh token is not `spent`'s: someone else saved one (a sibling, or an older
+    /// Claude Code that takes no lock). The one loop behind step 8 and the possibly-spent
+    /// window.
+    fn watch_store(
+        &self,
+        a: &dyn Authority,
+        spent: &TokenPair,
+        until: Instant,
+    ) -> Result<Option<TokenPair>> {
+        loop {
+            if let Some(now_pair) = self.read_settling(a)? {
+                if now_pair.refresh != spent.refresh {
+                    self.ledger.invalidate();
+                    return Ok(Some(now_pair));
+                }
+            }
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            std::thread::sleep(WATCH_POLL);
+        }
+    }
+
+    /// A pair someone else saved, served as it is.
+    fn adopted(&self, pair: TokenPair) -> Result<Outcome> {
+        self.counters
+            .refresh_adopted
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome {
+            pair,
+            refreshed: false,
+        })
     }
 
     /// The possibly-spent window (module comment): watch the store instead of POSTing a
@@ -960,7 +976,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn watch_possibly_spent(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         key: &str,
         row: &Row,
         current: &TokenPair,
@@ -973,28 +989,11 @@ impl Pool {
             row.id
         ));
         let until = Instant::now() + Duration::from_millis(left_ms.max(0) as u64);
-        loop {
-            if let Some(now_pair) = self.read_settling(row)? {
-                if now_pair.refresh != current.refresh {
-                    self.invalidate();
-                    if is_fresh(row, &now_pair, min_validity, now_ms()) {
-                        self.counters
-                            .refresh_adopted
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(Outcome {
-                            pair: now_pair,
-                            refreshed: false,
-                        });
-                    }
-                    return self.transaction(a, key, row, &now_pair, force, min_validity, false);
-                }
-            }
-            if Instant::now() >= until {
-                break;
-            }
-            std::thread::sleep(WATCH_POLL);
+        match self.watch_store(&**a, current, until)? {
+            Some(pair) if is_fresh(row, &pair, min_validity, now_ms()) => self.adopted(pair),
+            Some(pair) => self.transaction(a, key, row, &pair, force, min_validity, false),
+            None => self.transaction(a, key, row, current, force, min_validity, false),
         }
-        self.transaction(a, key, row, current, force, min_validity, false)
     }
 
     /// Step 8. The locks are released: a writer that takes them must be able to finish.
@@ -1003,7 +1002,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     fn after_invalid_grant(
         &self,
-        a: &Authority,
+        a: &Arc<dyn Authority>,
         key: &str,
         row: &Row,
         spent: &TokenPair,
@@ -1017,67 +1016,27 @@ impl Pool {
             "row {}: token endpoint said {code}; watching the store",
             row.id
         ));
-        let watch_until = Instant::now()
+        let until = Instant::now()
             + if watch {
                 INVALID_GRANT_WATCH
             } else {
                 Duration::ZERO
             };
-        loop {
-            if let Some(now_pair) = self.read_settling(row)? {
-                if now_pair.refresh != spent.refresh {
-                    self.invalidate();
-                    if is_fresh(row, &now_pair, min_validity, now_ms()) {
-                        self.counters
-                            .refresh_adopted
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(Outcome {
-                            pair: now_pair,
-                            refreshed: false,
-                        });
-                    }
-                    if may_retry {
-                        return self.transaction(
-                            a,
-                            key,
-                            row,
-                            &now_pair,
-                            force,
-                            min_validity,
-                            false,
-                        );
-                    }
-                    break;
-                }
+        match self.watch_store(&**a, spent, until)? {
+            Some(pair) if is_fresh(row, &pair, min_validity, now_ms()) => {
+                return self.adopted(pair)
             }
-            if Instant::now() >= watch_until {
-                break;
+            Some(pair) if may_retry => {
+                return self.transaction(a, key, row, &pair, force, min_validity, false)
             }
-            std::thread::sleep(WATCH_POLL);
+            _ => {}
         }
         let dead_fp = self
-            .read_authority_pair(row)
+            .read_pair(&**a)
             .ok()
             .flatten()
             .map(|p| p.access.fingerprint());
-        let now_s = now_ms() as f64 / 1000.0;
-        let id = row.id.clone();
-        let code = code.to_string();
-        self.update_rows(None, |rows, _| {
-            let Some(r) = rows.iter_mut().find(|r| r.id == id) else {
-                return Ok((false, ()));
-            };
-            r.last_status = Some(policy::STATUS_DEAD.into());
-            r.last_status_at = Some(now_s);
-            r.last_error_code = Some(400);
-            r.last_error_reason = Some(code.clone());
-            r.last_error_message = Some("refresh token rejected; log in again".into());
-            r.last_error_reset_at = None;
-            if dead_fp.is_some() {
-                r.secret_fingerprint = dead_fp.clone();
-            }
-            Ok((true, ()))
-        })?;
+        self.ledger.mark_dead(&row.id, code, dead_fp)?;
         Err(Error::new(
             Status::ReauthRequired,
             format!("the token endpoint rejected the grant ({code}): log in again"),
@@ -1091,13 +1050,7 @@ fn unavailable(until_ms: i64, why: &str) -> Error {
 }
 
 /// Where a pair that no file took was refused, for the error of a process about to exit.
-fn unsaved_why(
-    journal: &std::path::Path,
-    je: &Error,
-    store: Option<&std::path::Path>,
-    se: &Error,
-) -> String {
-    let store = store.map_or_else(|| "the store".to_string(), |p| p.display().to_string());
+fn unsaved_why(journal: &std::path::Path, je: &Error, store: &str, se: &Error) -> String {
     format!(
         "journal {}: {}; store {store}: {}",
         journal.display(),
@@ -1106,20 +1059,6 @@ fn unsaved_why(
     )
 }
 
-/// A pool dropped with a pair no file took tries once more to save it (a host that calls
-/// `hap_pool_free` right after a refresh on a full disk).
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let pending = !self
-            .flights
-            .unsaved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
-        if pending {
-            if let Err(e) = self.save_unsaved() {
-                log::debug(format_args!("closing with an unsaved pair: {e}"));
-            }
-        }
-    }
-}
+/// The transaction with an in-memory store: test code only.
+#[cfg(test)]
+mod tests;

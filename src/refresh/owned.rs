@@ -4,27 +4,32 @@
 //! token is valid, adopts a rotation Claude Code wrote at once (every call re-reads the
 //! file), and otherwise answers `UNAVAILABLE` with `retry_at_ms`, telling the user to run
 //! `claude`. It takes none of Claude Code's locks either: it writes nothing.
+//!
+//! The store says it is so (`Authority::refresh_deferred`, set where the pool picks the
+//! login's store from the config); the refresher asks before anything else.
 
-use super::Outcome;
+use super::{Outcome, Refresher};
+use crate::authority::Authority;
 use crate::clock::now_ms;
 use crate::credentials::TokenPair;
 use crate::error::{Error, Result, Status};
-use crate::pool::Pool;
 use crate::pool_file::Row;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// When a caller should look again: Claude Code refreshes as soon as it is used.
 const RETRY_MS: i64 = 30_000;
 
-impl Pool {
+impl Refresher<'_> {
     pub(super) fn claude_code_owned(
         &self,
+        a: &Arc<dyn Authority>,
         row: &Row,
         stale: &TokenPair,
         force: bool,
     ) -> Result<Outcome> {
         let now = now_ms();
-        let current = self.read_authority_pair(row)?.ok_or_else(|| {
+        let current = self.read_pair(&**a)?.ok_or_else(|| {
             Error::new(
                 Status::ReauthRequired,
                 "the login is gone from its store: log in again with Claude Code (`claude`, \
@@ -39,7 +44,7 @@ impl Pool {
                 self.counters
                     .refresh_adopted
                     .fetch_add(1, Ordering::Relaxed);
-                self.invalidate();
+                self.ledger.invalidate();
             }
             return Ok(Outcome {
                 pair: current,

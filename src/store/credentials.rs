@@ -1,13 +1,16 @@
 //! Claude Code's credentials file (`~/.claude/.credentials.json`).
 //!
 //! The file belongs to Claude Code. hap reads `claudeAiOauth.{accessToken, refreshToken,
-//! expiresAt}` and, after a refresh, writes back exactly those (and `scopes` when the token
-//! response names them). Every other key, inside and outside `claudeAiOauth`, survives in
+//! expiresAt}` and, after a refresh, writes back exactly those and what the token response
+//! says besides ([`Issued`]: `scopes`, `refreshTokenExpiresAt`, account ids). Every other key, inside and outside `claudeAiOauth`, survives in
 //! its order: Hermes once dropped `subscriptionType`, which pushed Claude Code into API-key
 //! mode. A file hap cannot parse is never overwritten.
 
+use crate::authority::{Authority, PairRead, Stamp, Written};
 use crate::error::{Error, Result};
 use crate::fsio::{self, FileStamp};
+use crate::journal::Journal;
+use crate::lock::{Held, LockSpec};
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -127,7 +130,14 @@ pub struct CredentialsFile {
     path: PathBuf,
     /// Re-read a file that looks cut before calling it corrupt ([`SETTLE_MS`]).
     settle: bool,
+    /// Take Claude Code's refresh lock directories too (config `claude_code_lock`).
+    claude_code_lock: bool,
+    /// Claude Code refreshes this login, hap never (config `defer_refresh_to_claude_code`).
+    deferred: bool,
 }
+
+/// The grant key of the credentials file's login (it is written into the journal).
+pub const GRANT_CREDENTIALS: &str = "credentials";
 
 /// A number that may arrive as an integer or a float (JavaScript writes both).
 pub fn json_ms(v: &Value) -> Option<i64> {
@@ -206,13 +216,32 @@ pub fn serialize_like(original: &[u8], value: &Value) -> Vec<u8> {
 
 impl CredentialsFile {
     pub fn new(path: PathBuf) -> CredentialsFile {
-        CredentialsFile { path, settle: true }
+        CredentialsFile {
+            path,
+            settle: true,
+            claude_code_lock: false,
+            deferred: false,
+        }
     }
 
     /// Reports a cut file at once: for the fuzz harness, which feeds cut files by the
     /// hundred thousand and has no writer to wait for.
     pub fn without_settle(mut self) -> CredentialsFile {
         self.settle = false;
+        self
+    }
+
+    /// Whether a refresh also takes Claude Code's own lock directories
+    /// ([`refresh_lock_dirs`](Self::refresh_lock_dirs)).
+    pub fn with_claude_code_lock(mut self, on: bool) -> CredentialsFile {
+        self.claude_code_lock = on;
+        self
+    }
+
+    /// Whether Claude Code owns this login's refresh and hap never POSTs on it
+    /// ([`Authority::refresh_deferred`]).
+    pub fn deferring_refresh(mut self, on: bool) -> CredentialsFile {
+        self.deferred = on;
         self
     }
 
@@ -341,6 +370,31 @@ impl CredentialsFile {
     /// (a hap killed inside a longer hold would make Claude Code's save after its POST
     /// fail for 15 s).
     pub fn write_pair(&self, pair: &TokenPair, issued: &Issued) -> Result<FileStamp> {
+        Ok(self
+            .write_locked(None, pair, issued)?
+            .expect("an unconditional write always writes"))
+    }
+
+    /// [`write_pair`](Self::write_pair) as a compare-and-set: only while the file holds
+    /// `replaces` as its refresh token (`None`: holds none), else `Ok(None)` and nothing
+    /// written. The check is made on the re-read under `.storage-write.lock`, as Claude
+    /// Code's own save after its POST makes it, so no writer that takes that lock can slip
+    /// a pair in between the check and the rename.
+    pub fn write_pair_if(
+        &self,
+        replaces: Option<&Secret>,
+        pair: &TokenPair,
+        issued: &Issued,
+    ) -> Result<Option<FileStamp>> {
+        self.write_locked(Some(replaces), pair, issued)
+    }
+
+    fn write_locked(
+        &self,
+        replaces: Option<Option<&Secret>>,
+        pair: &TokenPair,
+        issued: &Issued,
+    ) -> Result<Option<FileStamp>> {
         let mut waited = false;
         let _storage = crate::lock::RefreshLockDir::acquire_stale_after(
             &self.storage_write_lock(),
@@ -349,12 +403,15 @@ impl CredentialsFile {
             STORAGE_WRITE_WAIT.as_millis() as u64,
             &mut waited,
         )?;
-        let (original, mut root) = match self.read_parsed()? {
-            Some((bytes, _, root, _)) => (bytes, root),
+        let (original, mut root, holds) = match self.read_parsed()? {
+            Some((bytes, _, root, pair)) => (bytes, root, pair.and_then(|p| p.refresh)),
             // Recreating a deleted file (a journal replay after the user removed it) with
             // just the login is the least surprising outcome.
-            None => (b"{\n".to_vec(), Map::new()),
+            None => (b"{\n".to_vec(), Map::new(), None),
         };
+        if replaces.is_some_and(|r| holds.as_ref() != r) {
+            return Ok(None);
+        }
         let oauth = root
             .entry("claudeAiOauth")
             .or_insert_with(|| Value::Object(Map::new()));
@@ -391,7 +448,79 @@ impl CredentialsFile {
             }
         }
         let bytes = zeroize::Zeroizing::new(serialize_like(&original, &Value::Object(root)));
-        fsio::write_atomic(&self.path, &bytes)
+        fsio::write_atomic(&self.path, &bytes).map(Some)
+    }
+}
+
+/// Claude Code's login as a store: a file with a stamp, locked by `.credentials.lock` (every
+/// spelling) and, when configured, Claude Code's `.oauth_refresh.lock` and
+/// `<realpath(dir)>.lock` directories; its write takes `.storage-write.lock` too.
+impl Authority for CredentialsFile {
+    fn grant_key(&self) -> String {
+        GRANT_CREDENTIALS.to_string()
+    }
+
+    fn name(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        Some(self.path.clone())
+    }
+
+    fn stamp(&self) -> Result<Stamp> {
+        Ok(Stamp::File(CredentialsFile::stamp(self)?))
+    }
+
+    fn read_pair(&self) -> Result<PairRead> {
+        Ok(match self.read()? {
+            Some(r) => PairRead {
+                stamp: Stamp::File(Some(r.stamp)),
+                pair: r.pair,
+            },
+            None => PairRead {
+                stamp: Stamp::File(None),
+                pair: None,
+            },
+        })
+    }
+
+    /// Everything the answer said (`Issued`), under `.storage-write.lock`: see
+    /// [`CredentialsFile::write_pair_if`].
+    fn write_pair(
+        &self,
+        _held: &Held,
+        replaces: Option<&Secret>,
+        pair: &TokenPair,
+        issued: &Issued,
+    ) -> Result<Written> {
+        Ok(match self.write_pair_if(replaces, pair, issued)? {
+            Some(_) => Written::Stored,
+            None => Written::Moved,
+        })
+    }
+
+    fn locks(&self) -> Result<Vec<LockSpec>> {
+        let mut locks = vec![LockSpec::Flock(self.lock_paths()?)];
+        if self.claude_code_lock {
+            locks.push(LockSpec::ClaudeCodeDirs(self.refresh_lock_dirs()));
+        }
+        Ok(locks)
+    }
+
+    /// Claude Code's body for this login: its stored client id and scopes.
+    fn request_shape(&self) -> Result<RequestShape> {
+        CredentialsFile::request_shape(self)
+    }
+
+    fn refresh_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    fn journal(&self) -> Result<Journal> {
+        // Keyed on the file the path resolves to: a symlink and its target are one store
+        // with one journal (issue 10, item 12).
+        Ok(Journal::for_store(&self.target()?))
     }
 }
 
@@ -491,5 +620,105 @@ mod tests {
             plain.lock_paths().unwrap(),
             [d.path().join("dotfiles/.credentials.lock")]
         );
+    }
+
+    #[test]
+    fn the_store_write_is_a_compare_and_set_on_the_refresh_token() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".credentials.json");
+        let login = r#"{"claudeAiOauth": {"accessToken": "sk-ant-oat01-fake-a9", "refreshToken": "sk-ant-ort01-fake-r9", "expiresAt": 1}}"#;
+        std::fs::write(&p, login).unwrap();
+        let f = CredentialsFile::new(p.clone());
+        let held = Held::default();
+        let pair = TokenPair {
+            access: Secret::new("sk-ant-oat01-fake-a2"),
+            refresh: Some(Secret::new("sk-ant-ort01-fake-r2")),
+            expires_at_ms: Some(2),
+        };
+        // The store no longer holds r1 (a new login saved r9): nothing is written.
+        let stale = Secret::new("sk-ant-ort01-fake-r1");
+        let w = Authority::write_pair(&f, &held, Some(&stale), &pair, &Issued::default()).unwrap();
+        assert_eq!(w, Written::Moved);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), login);
+        let holds = Secret::new("sk-ant-ort01-fake-r9");
+        let w = Authority::write_pair(&f, &held, Some(&holds), &pair, &Issued::default()).unwrap();
+        assert_eq!(w, Written::Stored);
+        assert_eq!(Authority::read_pair(&f).unwrap().pair.unwrap(), pair);
+    }
+
+    /// The merge of issue 12 into the store seam: the store lists both of Claude Code's lock
+    /// directories, checks its compare-and-set on the re-read under `.storage-write.lock`
+    /// (a check made before waiting for that lock would overwrite the pair Claude Code saved
+    /// while holding it), and writes back everything the answer said (`Issued`).
+    #[test]
+    fn the_store_locks_both_claude_dirs_and_compares_under_the_storage_write_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".credentials.json");
+        let login = r#"{"claudeAiOauth": {"accessToken": "sk-ant-oat01-fake-a9", "refreshToken": "sk-ant-ort01-fake-r9", "expiresAt": 1}}"#;
+        std::fs::write(&p, login).unwrap();
+        let f = CredentialsFile::new(p.clone());
+        assert_eq!(
+            f.locks().unwrap(),
+            [LockSpec::Flock(f.lock_paths().unwrap())]
+        );
+        let f = f.with_claude_code_lock(true);
+        let real = std::fs::canonicalize(d.path()).unwrap();
+        let mut claude_lock = real.clone().into_os_string();
+        claude_lock.push(".lock");
+        assert_eq!(
+            f.locks().unwrap(),
+            [
+                LockSpec::Flock(f.lock_paths().unwrap()),
+                LockSpec::ClaudeCodeDirs(vec![
+                    d.path().join(".oauth_refresh.lock"),
+                    PathBuf::from(claude_lock)
+                ])
+            ]
+        );
+
+        // Claude Code holds `.storage-write.lock` and saves its own rotation (r7) under it.
+        let storage = f.storage_write_lock();
+        std::fs::create_dir(&storage).unwrap();
+        let rotated = login
+            .replace("fake-r9", "fake-r7")
+            .replace("fake-a9", "fake-a7");
+        let (p2, rotated2) = (p.clone(), rotated.clone());
+        let claude = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::fs::write(&p2, rotated2).unwrap();
+            std::fs::remove_dir(&storage).unwrap();
+        });
+        let pair = TokenPair {
+            access: Secret::new("sk-ant-oat01-fake-a2"),
+            refresh: Some(Secret::new("sk-ant-ort01-fake-r2")),
+            expires_at_ms: Some(2),
+        };
+        let issued = Issued {
+            scopes: Some(vec!["user:inference".into()]),
+            refresh_expires_at_ms: Some(5_000_000_000_000),
+            account_uuid: Some("0000-fake".into()),
+            organization_uuid: None,
+        };
+        let r9 = Secret::new("sk-ant-ort01-fake-r9");
+        let held = Held::default();
+        let w = Authority::write_pair(&f, &held, Some(&r9), &pair, &issued).unwrap();
+        claude.join().unwrap();
+        assert_eq!(
+            w,
+            Written::Moved,
+            "Claude Code's save under its lock stands"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), rotated);
+
+        let r7 = Secret::new("sk-ant-ort01-fake-r7");
+        let w = Authority::write_pair(&f, &held, Some(&r7), &pair, &issued).unwrap();
+        assert_eq!(w, Written::Stored);
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let o = &v["claudeAiOauth"];
+        assert_eq!(o["refreshToken"], "sk-ant-ort01-fake-r2");
+        assert_eq!(o["scopes"], serde_json::json!(["user:inference"]));
+        assert_eq!(o["refreshTokenExpiresAt"], 5_000_000_000_000i64);
+        assert_eq!(o["accountUuid"], "0000-fake");
+        assert!(!f.storage_write_lock().exists(), "released after the write");
     }
 }

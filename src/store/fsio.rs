@@ -291,6 +291,13 @@ pub fn ensure_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether a directory entry is a temp file hap makes: a write's `.<name>.hap-<pid>-<random>.tmp`
+/// (below) or the lock owner file's `.<dir>.hap-owner.<pid>-<random>.tmp` (`lock.rs`). One left
+/// behind by an interrupted write may hold tokens.
+pub fn is_temp_file_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".hap-") && name.ends_with(".tmp")
+}
+
 /// Creates the temp file of a write: `.<name>.hap-<pid>-<random>.tmp`, `O_EXCL`, 0600.
 /// The name must not be predictable: with a counter, a file planted at the next name made
 /// the journal write after a refresh fail and dropped the new pair (issue 10, item 1). The

@@ -155,6 +155,22 @@ impl JournalDoc {
         self.entries.iter().filter(|e| !e.committed)
     }
 
+    /// What a tool may know of the journal: no token, only fingerprints and times.
+    pub fn summary(&self) -> JournalSummary {
+        JournalSummary {
+            uncommitted: self
+                .uncommitted()
+                .map(|e| Uncommitted {
+                    grant: e.grant.clone(),
+                    spent: e.spent.clone(),
+                    at_ms: e.at_ms,
+                })
+                .collect(),
+            backoff: self.backoff.clone(),
+            possibly_spent: self.posts.clone(),
+        }
+    }
+
     fn trim(&mut self) {
         let n = self.entries.len();
         if n > KEEP_ENTRIES {
@@ -180,6 +196,27 @@ impl JournalDoc {
     }
 }
 
+/// A journal as a tool (`hap doctor`) sees it, read-only and without a token.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JournalSummary {
+    /// Pairs written to the journal that no store took yet (or that were superseded).
+    pub uncommitted: Vec<Uncommitted>,
+    /// The shared refresh back-off, per grant.
+    pub backoff: BTreeMap<String, Backoff>,
+    /// POSTs whose answer was never read (docs/SPEC.md, "Possibly spent").
+    pub possibly_spent: Vec<Post>,
+}
+
+/// One uncommitted journal entry, without its tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Uncommitted {
+    pub grant: String,
+    /// Fingerprint of the refresh token the entry's POST spent: while a store still holds
+    /// it, the entry holds the only valid pair.
+    pub spent: String,
+    pub at_ms: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Journal {
     path: PathBuf,
@@ -202,6 +239,25 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The journal file at `path` itself (for tools that were given its path).
+    pub fn at(path: &Path) -> Journal {
+        Journal {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The journal as it is, for tools: an unparseable one is `STORE_CORRUPT`, and stays
+    /// where it is (`read` sets it aside so refreshes can go on; a report must not).
+    pub fn read_only(&self) -> Result<JournalDoc> {
+        match fsio::read_with_stamp(&self.path)? {
+            None => Ok(JournalDoc::default()),
+            Some((bytes, _)) => {
+                let bytes = zeroize::Zeroizing::new(bytes);
+                serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&self.path, e))
+            }
+        }
     }
 
     pub fn read(&self) -> Result<JournalDoc> {

@@ -6,10 +6,12 @@
 //! field is rewritten only when its value changes. Writes are read-modify-write under
 //! `auth.lock`, so a sibling's change made a millisecond earlier is never undone.
 
-use crate::credentials::{json_ms, serialize_like};
+use crate::authority::{Authority, PairRead, Stamp, Written};
+use crate::credentials::{json_ms, serialize_like, TokenPair};
 use crate::error::{Error, Result};
 use crate::fsio::{self, FileStamp};
-use crate::lock::FileLock;
+use crate::journal::Journal;
+use crate::lock::{FileLock, Held, LockSpec};
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -269,6 +271,11 @@ impl PoolFile {
         Ok(fsio::link_chain(&self.path)?.pop().expect("never empty"))
     }
 
+    /// The journal of the rows that own their tokens: beside the file the path resolves to.
+    pub fn journal(&self) -> Result<Journal> {
+        Ok(Journal::for_store(&self.target()?))
+    }
+
     pub fn stamp(&self) -> Result<Option<FileStamp>> {
         fsio::stamp(&self.path)
     }
@@ -387,6 +394,92 @@ impl PoolFile {
     }
 }
 
+/// One row of a pool file that owns its tokens (`Kind::Owned`) as a store: the pool file's
+/// stamp and `auth.lock`, and a write that changes only that row's pair.
+#[derive(Clone, Debug)]
+pub struct PoolRow {
+    file: PoolFile,
+    id: String,
+}
+
+impl PoolRow {
+    pub fn new(file: PoolFile, id: String) -> PoolRow {
+        PoolRow { file, id }
+    }
+
+    /// The row's own pair, as a store holds it (`None` without an access token).
+    pub fn pair_of(row: &Row) -> Option<TokenPair> {
+        row.access_token.clone().map(|access| TokenPair {
+            access,
+            refresh: row.refresh_token.clone(),
+            expires_at_ms: row.expires_at_ms,
+        })
+    }
+}
+
+impl Authority for PoolRow {
+    fn grant_key(&self) -> String {
+        format!("{}/{}", self.file.provider, self.id)
+    }
+
+    fn name(&self) -> String {
+        format!("{} (row {})", self.file.path.display(), self.id)
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        Some(self.file.path.clone())
+    }
+
+    fn stamp(&self) -> Result<Stamp> {
+        Ok(Stamp::File(self.file.stamp()?))
+    }
+
+    fn read_pair(&self) -> Result<PairRead> {
+        let read = self.file.read()?;
+        Ok(PairRead {
+            stamp: Stamp::File(read.stamp),
+            pair: read
+                .rows
+                .iter()
+                .find(|r| r.id == self.id)
+                .and_then(PoolRow::pair_of),
+        })
+    }
+
+    fn write_pair(
+        &self,
+        held: &Held,
+        replaces: Option<&Secret>,
+        pair: &TokenPair,
+        _issued: &crate::credentials::Issued,
+    ) -> Result<Written> {
+        let lock = held
+            .flock(&self.file.lock_paths()?)
+            .ok_or_else(|| Error::internal("a pool row's pair written without the pool lock"))?;
+        let (_, written) = self.file.update(lock, |rows| {
+            let Some(r) = rows.iter_mut().find(|r| r.id == self.id) else {
+                return Ok((false, Written::Moved));
+            };
+            if r.refresh_token.as_ref() != replaces {
+                return Ok((false, Written::Moved));
+            }
+            r.access_token = Some(pair.access.clone());
+            r.refresh_token = pair.refresh.clone();
+            r.expires_at_ms = pair.expires_at_ms;
+            Ok((true, Written::Stored))
+        })?;
+        Ok(written)
+    }
+
+    fn locks(&self) -> Result<Vec<LockSpec>> {
+        Ok(vec![LockSpec::Flock(self.file.lock_paths()?)])
+    }
+
+    fn journal(&self) -> Result<Journal> {
+        self.file.journal()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +563,57 @@ mod tests {
         assert!(!text.contains("fake-a1"), "{text}");
         assert!(text.contains("secret_fingerprint"));
         assert!(text.contains("\"last_error_reset_at\": null"));
+    }
+
+    #[test]
+    fn an_owned_row_writes_only_its_pair_and_only_over_the_token_it_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("auth.json");
+        std::fs::write(
+            &p,
+            r#"{"credential_pool": {"anthropic": [
+            {"id": "a1b2c3", "source": "manual", "auth_type": "oauth", "last_status": "exhausted",
+             "access_token": "sk-ant-oat01-fake-a1", "refresh_token": "sk-ant-ort01-fake-r1"}]}}"#,
+        )
+        .unwrap();
+        let f = PoolFile::new(p.clone(), "anthropic".into());
+        let row = PoolRow::new(f.clone(), "a1b2c3".into());
+        assert_eq!(row.grant_key(), "anthropic/a1b2c3");
+        let pair = TokenPair {
+            access: Secret::new("sk-ant-oat01-fake-a2"),
+            refresh: Some(Secret::new("sk-ant-ort01-fake-r2")),
+            expires_at_ms: Some(5),
+        };
+        let r1 = Secret::new("sk-ant-ort01-fake-r1");
+        // Without the pool lock the write refuses.
+        let unlocked = Held::default();
+        assert!(row
+            .write_pair(&unlocked, Some(&r1), &pair, &Default::default())
+            .is_err());
+        let mut w = false;
+        let held = Held::take(
+            &row.locks().unwrap(),
+            Instant::now() + Duration::from_secs(1),
+            1000,
+            &mut w,
+        )
+        .unwrap();
+        let other = Secret::new("sk-ant-ort01-fake-r0");
+        assert_eq!(
+            row.write_pair(&held, Some(&other), &pair, &Default::default())
+                .unwrap(),
+            Written::Moved
+        );
+        assert_eq!(
+            row.write_pair(&held, Some(&r1), &pair, &Default::default())
+                .unwrap(),
+            Written::Stored
+        );
+        assert_eq!(row.read_pair().unwrap().pair.unwrap(), pair);
+        // The row's status is the pool's business, not the store's.
+        assert_eq!(
+            f.read().unwrap().rows[0].last_status.as_deref(),
+            Some("exhausted")
+        );
     }
 }

@@ -11,7 +11,8 @@ from pathlib import Path
 from conftest import FakeServer, Home
 
 SCRIPT = """
-import json, hap
+import json
+import hap_oauth as hap
 try:
     with hap.Pool() as pool:
         t = pool.resolve_token()

@@ -7,10 +7,7 @@
 //! credential ids and labels; no token value, or fingerprint of one, is ever printed.
 
 use crate::ui::{self, human_ms, instant, relative, sh, Paint};
-use hap::inspect::FileLock;
-use hap::inspect::Journal;
-use hap::inspect::PoolFile;
-use hap::inspect::{json_ms, CredentialsFile, TokenPair, REFRESH_EXPIRY_WARN_MS};
+use hap::inspect::{json_ms, StoreKind, TokenPair, REFRESH_EXPIRY_WARN_MS};
 use hap::Config;
 use hap::{Pool, Status};
 use serde_json::{json, Map, Value};
@@ -417,15 +414,15 @@ impl Doctor<'_> {
             _ => {}
         }
         self.permissions(&path, "credentials file");
-        let lock = CredentialsFile::new(path.clone()).lock_path();
+        let lock = hap::inspect::credentials_paths(&path).lock;
         self.writable(
             "credentials",
             &path,
             &lock,
             "a refreshed token cannot be saved and every refresh fails with HAP_STATUS_IO",
         );
-        let read = match CredentialsFile::new(path.clone()).read() {
-            Ok(Some(r)) => r,
+        let login = match hap::inspect::read_login(&path) {
+            Ok(Some(login)) => login,
             Ok(None) => return,
             Err(e) if e.status == Status::StoreCorrupt => {
                 self.error(
@@ -445,7 +442,7 @@ impl Doctor<'_> {
                 return;
             }
         };
-        let Some(pair) = read.pair else {
+        let Some(pair) = login else {
             self.warn(
                 "credentials",
                 format!(
@@ -524,7 +521,7 @@ impl Doctor<'_> {
             );
             return;
         }
-        let lock = Config::pool_lock_path(&path);
+        let lock = hap::inspect::pool_lock_path(&path);
         const POOL_FAILS: &str = "every `hap token` that adopts the login, records a \
             401/429 or refreshes a pool row fails with HAP_STATUS_IO";
         match fs::symlink_metadata(&path) {
@@ -835,8 +832,8 @@ impl Doctor<'_> {
             set.insert(r.fingerprint());
         }
         if let Some(p) = &self.cfg.pool_path {
-            if let Ok(read) = PoolFile::new(p.clone(), self.cfg.provider.clone()).read() {
-                for row in read.rows {
+            if let Ok(rows) = hap::inspect::read_pool_rows(p, &self.cfg.provider) {
+                for row in rows {
                     if let Some(r) = &row.refresh_token {
                         set.insert(r.fingerprint());
                     }
@@ -847,22 +844,24 @@ impl Doctor<'_> {
     }
 
     fn journals(&mut self) {
-        let stores: Vec<PathBuf> = [&self.cfg.credentials_path, &self.cfg.pool_path]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let stores: Vec<(StoreKind, PathBuf)> = [
+            (StoreKind::Credentials, &self.cfg.credentials_path),
+            (StoreKind::Pool, &self.cfg.pool_path),
+        ]
+        .into_iter()
+        .filter_map(|(kind, p)| p.clone().map(|p| (kind, p)))
+        .collect();
         let live = self.store_refresh_fingerprints();
-        for store in stores {
+        for (kind, store) in stores {
             // hap keys the journal on the file a symlinked store resolves to.
-            let real = hap::inspect::write_target(&store).unwrap_or_else(|_| store.clone());
-            let j = Journal::for_store(&real);
-            let jp = j.path().to_path_buf();
+            let Ok(jp) = hap::inspect::journal_path(kind, &store) else {
+                continue;
+            };
             if fs::symlink_metadata(&jp).is_err() {
                 continue;
             }
             self.permissions(&jp, "journal");
-            let doc = match j.read() {
+            let doc = match hap::inspect::read_journal(&jp) {
                 Ok(d) => d,
                 Err(e) => {
                     self.error(
@@ -878,7 +877,7 @@ impl Doctor<'_> {
                 }
             };
             let mut pending = 0;
-            for e in doc.uncommitted() {
+            for e in &doc.uncommitted {
                 if live.contains(&e.spent) {
                     pending += 1;
                     self.warn(
@@ -936,29 +935,27 @@ impl Doctor<'_> {
         let mut flocks = Vec::new();
         let mut dirs = Vec::new();
         if let Some(p) = &self.cfg.credentials_path {
-            let cf = CredentialsFile::new(p.clone());
-            flocks.push(cf.lock_path());
+            let cf = hap::inspect::credentials_paths(p);
+            flocks.push(cf.lock);
             if self.cfg.claude_code_lock {
                 // `.oauth_refresh.lock` and `~/.claude.lock`: hap takes both (issue 12).
-                for dir in cf.refresh_lock_dirs() {
-                    self.refresh_lock_dir(&dir);
+                for dir in &cf.refresh_lock_dirs {
+                    self.refresh_lock_dir(dir);
                 }
             }
             dirs.push(hap::inspect::write_target(p).unwrap_or_else(|_| p.clone()));
         }
         if let Some(p) = &self.cfg.pool_path {
-            flocks.push(Config::pool_lock_path(p));
+            flocks.push(hap::inspect::pool_lock_path(p));
             dirs.push(hap::inspect::write_target(p).unwrap_or_else(|_| p.clone()));
         }
         for lock in flocks {
             if fs::symlink_metadata(&lock).is_err() {
                 continue;
             }
-            // One non-blocking try (deadline now): never waits, never holds it past this line.
-            let mut waited = false;
-            match FileLock::acquire(&lock, Instant::now(), 0, &mut waited) {
-                Ok(held) => {
-                    drop(held);
+            // One non-blocking try: never waits, never holds it past this line.
+            match hap::inspect::flock_is_free(&lock) {
+                Ok(true) => {
                     self.ok(
                         "locks",
                         format!(
@@ -967,7 +964,7 @@ impl Doctor<'_> {
                         ),
                     );
                 }
-                Err(e) if e.status == Status::LockTimeout => self.info(
+                Ok(false) => self.info(
                     "locks",
                     format!(
                         "{} is held by a running process right now (it is released when that process exits)",
@@ -992,7 +989,7 @@ impl Doctor<'_> {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !(name.starts_with('.') && name.contains(".hap-") && name.ends_with(".tmp")) {
+                if !hap::inspect::is_temp_file_name(&name) {
                     continue;
                 }
                 let old = entry
@@ -1046,8 +1043,8 @@ impl Doctor<'_> {
             return;
         }
         // hap leaves `<dir>.hap-owner` ("pid inode ctime") beside a lock it holds.
-        let owner_pid = hap::inspect::owner_pid(dir);
-        if let Some(pid) = owner_pid.filter(|p| !pid_alive(*p)) {
+        let owner = hap::inspect::lock_owner(dir);
+        if let Some(pid) = owner.filter(|o| !o.alive).map(|o| o.pid) {
             self.warn(
                 "locks",
                 format!(
@@ -1081,8 +1078,8 @@ impl Doctor<'_> {
                 format!(
                     "{} exists: a refresh is in progress in {} (touched {} ago)",
                     dir.display(),
-                    match owner_pid {
-                        Some(pid) => format!("hap process {pid}"),
+                    match owner {
+                        Some(o) => format!("hap process {}", o.pid),
                         None => "Claude Code or another tool".to_string(),
                     },
                     human_ms(age)
@@ -1303,12 +1300,6 @@ impl Doctor<'_> {
     }
 }
 
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 sends nothing; it only asks whether the pid exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
 /// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate) to epoch ms.
 fn parse_http_date_ms(v: &str) -> Option<i64> {
     let parts: Vec<&str> = v.split_whitespace().collect();
@@ -1340,6 +1331,8 @@ pub fn diagnose(cfg: &Config, online: bool) -> Vec<Finding> {
     d.locks();
     // hap agent (issue 15).
     d.findings.extend(crate::agent::findings(cfg));
+    // hap fleet (issue 16).
+    d.findings.extend(crate::fleet::findings(cfg));
     d.resolvable();
     if online {
         d.online();

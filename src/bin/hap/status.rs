@@ -2,7 +2,6 @@
 //! exactly what the library sees, and never a secret).
 
 use crate::ui::{self, human_ms, Paint};
-use hap::inspect::CredentialsFile;
 use hap::{Config, Error, Pool};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -11,6 +10,12 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
     let skew = cfg.refresh_skew_ms as i64;
     let unadopted = unadopted_login(&cfg);
     let cfg_creds = cfg.credentials_path.clone();
+    // Issue 16: the fleet's authority, lease and version (docs/FLEET.md).
+    let fleet = if json {
+        String::new()
+    } else {
+        crate::fleet::status_lines(&cfg)
+    };
     let pool = Pool::open(cfg)?;
     let doc = pool.status()?;
     if json {
@@ -32,6 +37,7 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
     }
     // hap agent (issue 15): alive, last and next refresh.
     ui::out(&crate::agent::status_line(paint));
+    ui::out(&fleet);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -39,9 +45,7 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
 /// a week or has expired: a headless machine otherwise finds out when it is logged out.
 fn refresh_expiry_warning(path: &Option<std::path::PathBuf>, now: i64) -> Option<String> {
     let path = path.as_ref()?;
-    let at = CredentialsFile::new(path.clone())
-        .refresh_expires_at_ms()
-        .ok()??;
+    let at = hap::inspect::refresh_expires_at_ms(path).ok()??;
     if at <= now {
         Some(format!(
             "The refresh token in {} expired {} ago: log in again with Claude Code (`claude`, then /login).",
@@ -65,8 +69,8 @@ fn unadopted_login(cfg: &Config) -> Option<String> {
         return None;
     }
     let path = cfg.credentials_path.clone()?;
-    let read = CredentialsFile::new(path.clone()).read().ok()??;
-    read.pair.map(|_| path.display().to_string())
+    let login = hap::inspect::read_login(&path).ok()??;
+    login.map(|_| path.display().to_string())
 }
 
 struct Cell {

@@ -131,9 +131,7 @@ def _binding() -> Any:
     try:
         return importlib.import_module("hap_oauth")
     except ImportError as e:
-        raise ImportError(
-            "the hap Python binding is not installed: pip install hap-oauth"
-        ) from e
+        raise ImportError("the hap Python binding is not installed: pip install hap-oauth") from e
 
 
 def _paths() -> tuple[str, str]:

@@ -1,0 +1,504 @@
+//! The fleet authority behind the store seam (issue 16, docs/FLEET.md): with `redis_url`
+//! set, the login every `claude_code` row borrows lives in Redis, not in a file. The refresh
+//! transaction (`refresh/mod.rs`) is the same: the store's locks are this host's fleet lock
+//! file plus the Redis lease, its read and compare-and-set write go to Redis, and its
+//! journal is a local file of this host (a pair the server returned while Redis was down
+//! waits there and is committed when Redis returns).
+//!
+//! The hot path stays without network: the pool caches the pair and a subscription to the
+//! rotation channel says when to read it again. While the subscription is down, the cache
+//! is re-read at every look, and a read that fails keeps the cache: a still-valid token is
+//! served, an expired one ends in `UNAVAILABLE` from the refresh, which cannot take the
+//! lease (fail closed: never an unlocked refresh).
+//!
+//! Built without the `redis` feature, `Fleet` has no values and a `redis_url` is refused.
+
+use crate::config::Config;
+#[cfg(feature = "redis")]
+use crate::credentials::TokenPair;
+use crate::error::{Error, Result};
+
+#[cfg(feature = "redis")]
+pub(crate) use imp::Fleet;
+
+/// Without the feature: no values, so every method is unreachable.
+#[cfg(not(feature = "redis"))]
+pub(crate) enum Fleet {}
+
+#[cfg(not(feature = "redis"))]
+impl Fleet {
+    pub(crate) fn open(cfg: &Config) -> Result<Option<std::sync::Arc<Fleet>>> {
+        match cfg.redis_url {
+            None => Ok(None),
+            Some(_) => Err(Error::invalid(
+                "config key 'redis_url': this hap was built without the 'redis' feature \
+                 (cargo build --features redis; scripts/dist builds include it)",
+            )),
+        }
+    }
+    pub(crate) fn authority(&self) -> std::sync::Arc<dyn crate::authority::Authority> {
+        match *self {}
+    }
+    pub(crate) fn is_consumer(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn start_watch(&self) {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "redis")]
+mod imp {
+    use super::*;
+    use crate::authority::{Authority, PairRead, Stamp, Written};
+    use crate::error::Status;
+    use crate::journal::Journal;
+    use crate::lock::{Held, LeaseSource, LockSpec, TakeLease};
+    use crate::secret::{fingerprint, Secret};
+    use crate::store::redis::{Commit, RedisConfig, RedisStore, Subscription};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock, Weak};
+    use std::time::Instant;
+
+    /// The fleet's login as a store (`dyn Authority`): Redis for the pair, the lease and the
+    /// possibly-spent marker; this host's lock file and journal beside them.
+    pub(crate) struct Fleet {
+        store: RedisStore,
+        sub: OnceLock<Subscription>,
+        /// Learnt from Redis: this host's ACL user may not read the pair.
+        consumer: AtomicBool,
+        journal_store: PathBuf,
+        lease_ms: u64,
+        /// How long a taker watches for the pair after finding another host's
+        /// possibly-spent marker: that host's POST may still be answered and committed.
+        marker_window_ms: i64,
+        /// Itself, for the lease's lock data.
+        me: Weak<Fleet>,
+    }
+
+    fn host_label() -> String {
+        let mut buf = [0u8; 64];
+        // SAFETY: gethostname writes at most buf.len() bytes into buf.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc != 0 {
+            return "host".into();
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end])
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect()
+    }
+
+    /// This host's directory for the fleet journal and lock: `$XDG_STATE_HOME/hap`, else
+    /// `~/.local/state/hap`.
+    fn state_dir() -> Result<PathBuf> {
+        if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                return Ok(d.join("hap"));
+            }
+        }
+        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            Some(h) if std::path::Path::new(&h).is_absolute() => {
+                Ok(PathBuf::from(h).join(".local/state/hap"))
+            }
+            _ => Err(Error::invalid(
+                "config key 'redis_url': HOME is not set, so there is no place for this \
+                 host's fleet journal (set HOME or XDG_STATE_HOME)",
+            )),
+        }
+    }
+
+    impl Fleet {
+        pub(crate) fn open(cfg: &Config) -> Result<Option<Arc<Fleet>>> {
+            let Some(url) = &cfg.redis_url else {
+                return Ok(None);
+            };
+            let rc = RedisConfig::new(
+                url,
+                cfg.redis_password_file.as_deref(),
+                cfg.redis_prefix.as_deref(),
+                cfg.redis_ca_file.as_deref(),
+            )?;
+            let id = fingerprint(&format!("{url}\n{}", rc.prefix()));
+            let journal_store = state_dir()?.join(format!("fleet-{}.json", &id[7..19]));
+            Ok(Some(Arc::new_cyclic(|me| Fleet {
+                store: RedisStore::new(rc),
+                sub: OnceLock::new(),
+                consumer: AtomicBool::new(false),
+                journal_store,
+                lease_ms: cfg.redis_lease_ms,
+                marker_window_ms: (cfg.redis_lease_ms + cfg.http_timeout_ms) as i64,
+                me: me.clone(),
+            })))
+        }
+
+        pub(crate) fn authority(self: &Arc<Self>) -> Arc<dyn Authority> {
+            self.clone()
+        }
+
+        pub(crate) fn is_consumer(&self) -> bool {
+            self.consumer.load(Ordering::Relaxed)
+        }
+
+        /// Starts the subscription (a long-lived handle's, like the store watch).
+        pub(crate) fn start_watch(&self) {
+            if self.sub.get().is_some() {
+                return;
+            }
+            if let Ok(s) = Subscription::start(self.store.config().clone()) {
+                let _ = self.sub.set(s);
+            }
+        }
+
+        fn lock_path(&self) -> PathBuf {
+            self.journal_store.with_extension("lock")
+        }
+
+        /// The pair (a refresher) or the access token alone (a consumer, whose ACL user may
+        /// not read the pair: learnt at the first refusal).
+        fn read(&self) -> Result<Option<TokenPair>> {
+            if !self.is_consumer() {
+                match self.store.read_pair() {
+                    Ok(s) => return Ok(s.map(|s| s.pair)),
+                    Err(e) if e.status == Status::InvalidArgument => {
+                        crate::log::debug(format_args!(
+                            "fleet: this ACL user reads the access token only (a consumer)"
+                        ));
+                        self.consumer.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(self.store.read_access()?.map(|a| TokenPair {
+                access: a.access,
+                refresh: None,
+                expires_at_ms: a.expires_at_ms,
+            }))
+        }
+    }
+
+    impl TakeLease for Fleet {
+        fn take(&self, deadline: Instant) -> Result<Box<dyn Send>> {
+            let lease = self
+                .store
+                .acquire_lease(self.lease_ms, deadline, &host_label())?;
+            Ok(Box::new(lease))
+        }
+
+        fn name(&self) -> String {
+            self.store.config().shown_url().to_string()
+        }
+    }
+
+    /// The store seam's contract (store/authority.rs) for the fleet's login. Its stamp is
+    /// the subscription's generation while the subscription is up: the hot path then makes
+    /// no network call; otherwise `Unknown`, and every look reads Redis.
+    impl Authority for Fleet {
+        fn grant_key(&self) -> String {
+            "fleet".into()
+        }
+
+        fn name(&self) -> String {
+            format!(
+                "{} (prefix {})",
+                self.store.config().shown_url(),
+                self.store.config().prefix()
+            )
+        }
+
+        fn file(&self) -> Option<PathBuf> {
+            None
+        }
+
+        fn stamp(&self) -> Result<Stamp> {
+            Ok(match self.sub.get() {
+                Some(s) if s.connected() => Stamp::Version(s.generation()),
+                _ => Stamp::Unknown,
+            })
+        }
+
+        fn read_pair(&self) -> Result<PairRead> {
+            // Taken before the read: a rotation in between shows as a new stamp next time.
+            let stamp = self.stamp()?;
+            Ok(PairRead {
+                stamp,
+                pair: self.read()?,
+            })
+        }
+
+        fn write_pair(
+            &self,
+            _held: &Held,
+            replaces: Option<&Secret>,
+            pair: &TokenPair,
+            issued: &crate::credentials::Issued,
+        ) -> Result<Written> {
+            let Some(replaces) = replaces else {
+                // The fleet's pair always has a refresh token; an import is `hap fleet`'s.
+                return Ok(Written::Moved);
+            };
+            Ok(
+                match self
+                    .store
+                    // The fleet's hash keeps the scopes of what the answer said (its
+                    // format is unchanged by issue 12; docs/FLEET.md).
+                    .commit(
+                        Some(&replaces.fingerprint()),
+                        pair,
+                        issued.scopes.as_deref(),
+                    )? {
+                    Commit::Written(v) => {
+                        crate::log::debug(format_args!("fleet: pair committed as version {v}"));
+                        Written::Stored
+                    }
+                    Commit::Moved => Written::Moved,
+                },
+            )
+        }
+
+        fn locks(&self) -> Result<Vec<LockSpec>> {
+            // This host's processes queue on a local lock, so one per host asks Redis for
+            // the lease; without the lease (Redis unreachable: UNAVAILABLE) there is no
+            // refresh at all, never an unlocked one.
+            let path = self.lock_path();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(dir, "creating the fleet journal directory", &e))?;
+            }
+            let me = self
+                .me
+                .upgrade()
+                .ok_or_else(|| Error::internal("the fleet authority is gone"))?;
+            Ok(vec![
+                LockSpec::Flock(vec![path]),
+                LockSpec::Lease(LeaseSource(me)),
+            ])
+        }
+
+        fn journal(&self) -> Result<Journal> {
+            Ok(Journal::for_store(&self.journal_store))
+        }
+
+        fn mark_posting(&self, token_fp: &str, at_ms: i64) -> Result<()> {
+            self.store.mark_posting(token_fp, at_ms)
+        }
+
+        fn posting_left_ms(&self, token_fp: &str, now: i64) -> Result<Option<i64>> {
+            Ok(self
+                .store
+                .posting()?
+                .filter(|p| p.token_fp == token_fp)
+                .map(|p| {
+                    p.at_ms
+                        .saturating_add(self.marker_window_ms)
+                        .saturating_sub(now)
+                        .clamp(0, self.marker_window_ms)
+                }))
+        }
+
+        fn clear_posting(&self, token_fp: &str) {
+            if let Err(e) = self.store.clear_posting(token_fp) {
+                crate::log::debug(format_args!("fleet: marker not cleared: {e}"));
+            }
+        }
+    }
+}
+
+/// `hap fleet import|export|status` (issue 16): moving a login into the fleet's Redis and
+/// out of it, as library calls, so the CLI stays on the public API.
+#[cfg(feature = "redis")]
+pub mod admin {
+    use crate::config::Config;
+    use crate::credentials::{CredentialsFile, TokenPair};
+    use crate::error::{Error, Result, Status};
+    use crate::pool_file::PoolFile;
+    use crate::store::redis::{Commit, RedisConfig, RedisStore};
+    use serde_json::{json, Value};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    /// Which login `import` moves.
+    #[derive(Clone, Debug)]
+    pub enum Source {
+        /// Claude Code's, from the config's `credentials_path`.
+        ClaudeCode,
+        /// An owned row of the pool file, by id.
+        PoolRow(String),
+    }
+
+    /// What `import` did.
+    #[derive(Clone, Debug)]
+    pub struct Imported {
+        /// Where the login came from, for people.
+        pub source: String,
+        /// Where it went: the URL (never with a password) and prefix.
+        pub authority: String,
+        pub version: u64,
+    }
+
+    /// What `export` did.
+    #[derive(Clone, Debug)]
+    pub struct Exported {
+        pub path: PathBuf,
+        pub authority: String,
+        pub version: u64,
+    }
+
+    fn store(cfg: &Config) -> Result<RedisStore> {
+        let url = cfg.redis_url.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "no fleet configured: set redis_url (and redis_password_file) in --config or \
+                 the HAP_CONFIG file (docs/FLEET.md)",
+            )
+        })?;
+        Ok(RedisStore::new(RedisConfig::new(
+            url,
+            cfg.redis_password_file.as_deref(),
+            cfg.redis_prefix.as_deref(),
+            cfg.redis_ca_file.as_deref(),
+        )?))
+    }
+
+    fn authority(s: &RedisStore) -> String {
+        format!(
+            "{} (prefix {})",
+            s.config().shown_url(),
+            s.config().prefix()
+        )
+    }
+
+    fn deadline(cfg: &Config) -> Instant {
+        Instant::now() + Duration::from_millis(cfg.lock_timeout_ms)
+    }
+
+    /// Copies the login into Redis under the fleet's lease, only if Redis holds none.
+    pub fn import(cfg: &Config, source: &Source) -> Result<Imported> {
+        let redis = store(cfg)?;
+        let (pair, from) = match source {
+            Source::PoolRow(id) => {
+                let path = cfg.pool_path.clone().ok_or_else(|| {
+                    Error::invalid("importing a pool row needs a pool file (pool_path)")
+                })?;
+                let read = PoolFile::new(path.clone(), cfg.provider.clone()).read()?;
+                let r = read
+                    .rows
+                    .iter()
+                    .find(|r| &r.id == id)
+                    .ok_or_else(|| Error::unknown_credential(id))?;
+                let pair = match (&r.access_token, &r.refresh_token) {
+                    (Some(a), Some(rt)) => TokenPair {
+                        access: a.clone(),
+                        refresh: Some(rt.clone()),
+                        expires_at_ms: r.expires_at_ms,
+                    },
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "pool row {id} holds no OAuth pair of its own (a claude_code row \
+                             borrows Claude Code's: import that instead)"
+                        )))
+                    }
+                };
+                (pair, format!("pool row {id} of {}", path.display()))
+            }
+            Source::ClaudeCode => {
+                let path = cfg
+                    .credentials_path
+                    .clone()
+                    .ok_or_else(|| Error::invalid("no credentials file (credentials_path)"))?;
+                let pair = CredentialsFile::new(path.clone())
+                    .read()?
+                    .and_then(|r| r.pair)
+                    .filter(|p| p.refresh.is_some())
+                    .ok_or_else(|| {
+                        Error::new(
+                            Status::NoCredential,
+                            format!("{} holds no login to import", path.display()),
+                        )
+                    })?;
+                (pair, format!("Claude Code's login in {}", path.display()))
+            }
+        };
+        let _lease = redis.acquire_lease(cfg.redis_lease_ms, deadline(cfg), "hap-fleet")?;
+        match redis.commit(None, &pair, None)? {
+            Commit::Written(version) => Ok(Imported {
+                source: from,
+                authority: authority(&redis),
+                version,
+            }),
+            Commit::Moved => Err(Error::invalid(format!(
+                "{} holds a login already: nothing imported (`hap fleet export` moves it out \
+                 first)",
+                authority(&redis)
+            ))),
+        }
+    }
+
+    /// Under the lease: the fleet's login into the credentials file, then out of Redis.
+    pub fn export(cfg: &Config) -> Result<Exported> {
+        let redis = store(cfg)?;
+        let path = cfg
+            .credentials_path
+            .clone()
+            .ok_or_else(|| Error::invalid("no credentials file (credentials_path)"))?;
+        let _lease = redis.acquire_lease(cfg.redis_lease_ms, deadline(cfg), "hap-fleet")?;
+        let stored = redis.read_pair()?.ok_or_else(|| {
+            Error::new(
+                Status::NoCredential,
+                format!("{} holds no login", authority(&redis)),
+            )
+        })?;
+        CredentialsFile::new(path.clone()).write_pair(
+            &stored.pair,
+            &crate::credentials::Issued::scopes(stored.scopes.clone()),
+        )?;
+        if let Err(e) = redis.remove() {
+            return Err(Error::new(
+                e.status,
+                format!(
+                    "the login is in {} now, but it could not be deleted from {} ({}): \
+                     delete it there before any fleet host refreshes, or the family forks",
+                    path.display(),
+                    authority(&redis),
+                    e.message
+                ),
+            ));
+        }
+        Ok(Exported {
+            path,
+            authority: authority(&redis),
+            version: stored.version,
+        })
+    }
+
+    /// The fleet's authority now, without a secret: `redis_url`, `redis_prefix`, `role`
+    /// (refresher or consumer: what this ACL user may read), `version`, `expires_at_ms`,
+    /// `lease_holder`, `lease_ttl_ms`, `possibly_spent_since_ms`.
+    pub fn status(cfg: &Config) -> Result<Value> {
+        let redis = store(cfg)?;
+        let (role, version, expires) = match redis.read_pair() {
+            Ok(Some(s)) => ("refresher", Some(s.version), s.pair.expires_at_ms),
+            Ok(None) => ("refresher", None, None),
+            // A consumer's ACL user: what it can see.
+            Err(e) if e.status == Status::InvalidArgument => match redis.read_access()? {
+                Some(a) => ("consumer", Some(a.version), a.expires_at_ms),
+                None => ("consumer", None, None),
+            },
+            Err(e) => return Err(e),
+        };
+        let lease = redis.lease_holder().ok().flatten();
+        let posting = redis.posting().ok().flatten();
+        Ok(json!({
+            "redis_url": redis.config().shown_url(),
+            "redis_prefix": redis.config().prefix(),
+            "role": role,
+            "version": version,
+            "expires_at_ms": expires,
+            "lease_holder": lease.as_ref().map(|l| &l.0),
+            "lease_ttl_ms": lease.as_ref().map(|l| l.1),
+            "possibly_spent_since_ms": posting.map(|p| p.at_ms),
+        }))
+    }
+}
