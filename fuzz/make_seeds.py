@@ -97,6 +97,7 @@ for name, c in [
                      "strategy": "round_robin"}),
     ("least-used", {"strategy": "least_used", "provider": "anthropic-work",
                     "claude_code_lock": False, "adopt_external_logins": False}),
+    ("claude-code-owns", {"defer_refresh_to_claude_code": True}),
     ("random", {"strategy": "random", "refresh_skew_ms": 0, "lock_timeout_ms": 0}),
     ("typo", {"pool_pth": "/x"}), ("ill-typed", {"lock_timeout_ms": "5"}),
     ("relative", {"pool_path": "rel/auth.json"}), ("dir-path", {"pool_path": "/tmp/"}),

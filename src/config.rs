@@ -48,6 +48,9 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub claude_code_lock: bool,
     pub adopt_external_logins: bool,
+    /// Claude Code owns its login (issue 12, item 5): hap never POSTs on it, serves it while
+    /// it is valid and adopts Claude Code's rotations, else answers `UNAVAILABLE`.
+    pub defer_refresh_to_claude_code: bool,
     /// hap agent (issue 15): defer to a running `hap agent` (docs/AGENT.md).
     pub agent: crate::agent::AgentMode,
     /// The fleet authority (issue 16, docs/FLEET.md): `redis://` / `rediss://` URL with an
@@ -112,12 +115,20 @@ impl Default for Config {
             token_urls: DEFAULT_TOKEN_URLS.iter().map(|s| s.to_string()).collect(),
             client_id: DEFAULT_CLIENT_ID.into(),
             user_agent: format!("hap/{}", env!("CARGO_PKG_VERSION")),
-            refresh_skew_ms: 120_000,
+            // Claude Code's own: it refreshes 5 minutes before expiry (FINDINGS.md §2).
+            refresh_skew_ms: 300_000,
             strategy: Strategy::FillFirst,
-            lock_timeout_ms: 25_000,
-            http_timeout_ms: 10_000,
+            // Past Claude Code's longest legitimate hold of its refresh locks: POST (30 s),
+            // profile fetch (10 s), save (FINDINGS.md §3). At 25 s hap gave up on a lock
+            // Claude Code still rightly held.
+            lock_timeout_ms: 45_000,
+            // Claude Code's own POST timeout (FINDINGS.md §4). At 10 s hap abandoned its POST
+            // and released the locks while the token might be spent; Claude Code then POSTed
+            // the same refresh token (the `hap-first-12s` rounds, BENCHMARKS.md §9).
+            http_timeout_ms: 30_000,
             claude_code_lock: true,
             adopt_external_logins: true,
+            defer_refresh_to_claude_code: false,
             agent: crate::agent::AgentMode::Off,
             redis_url: None,
             redis_password_file: None,
@@ -309,6 +320,9 @@ impl Config {
                 }
                 "claude_code_lock" => c.claude_code_lock = want_bool(key, v)?,
                 "adopt_external_logins" => c.adopt_external_logins = want_bool(key, v)?,
+                "defer_refresh_to_claude_code" => {
+                    c.defer_refresh_to_claude_code = want_bool(key, v)?
+                }
                 "agent" => c.agent = crate::agent::AgentMode::from_json(v)?,
                 "redis_url" => {
                     c.redis_url = match v {
@@ -412,6 +426,7 @@ impl Config {
             "http_timeout_ms": self.http_timeout_ms,
             "claude_code_lock": self.claude_code_lock,
             "adopt_external_logins": self.adopt_external_logins,
+            "defer_refresh_to_claude_code": self.defer_refresh_to_claude_code,
             "agent": self.agent.as_str(),
             // The URL never holds the password (refused when the config is read).
             "redis_url": self.redis_url,

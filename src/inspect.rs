@@ -18,7 +18,7 @@ pub use crate::lock::{flock_is_free, lock_owner, pid_alive, LockOwner, REFRESH_L
 pub use crate::pool::default_pool_without_hermes;
 pub use crate::pool::policy::parse_reset_at_s;
 pub use crate::secret::{fingerprint, is_oauth_token};
-pub use crate::store::credentials::{json_ms, TokenPair};
+pub use crate::store::credentials::{json_ms, TokenPair, REFRESH_EXPIRY_WARN_MS};
 pub use crate::store::fsio::{is_temp_file_name, read_with_stamp, write_target};
 pub use crate::store::journal::{Backoff, JournalSummary, Post, Uncommitted};
 pub use crate::store::pool_file::Row;
@@ -28,8 +28,9 @@ pub use crate::store::pool_file::Row;
 pub struct CredentialsPaths {
     /// `.credentials.lock` beside it: the `flock` Hermes takes (and hap, first of its locks).
     pub lock: PathBuf,
-    /// Claude Code's own refresh lock directory, `.oauth_refresh.lock`.
-    pub refresh_lock_dir: PathBuf,
+    /// Claude Code's own refresh lock directories, in the order hap takes them:
+    /// `.oauth_refresh.lock`, then `<realpath(dir)>.lock` (`~/.claude.lock`, issue 12).
+    pub refresh_lock_dirs: Vec<PathBuf>,
 }
 
 /// The lock paths of the credentials file at `path`.
@@ -37,7 +38,7 @@ pub fn credentials_paths(path: &Path) -> CredentialsPaths {
     let f = CredentialsFile::new(path.to_path_buf());
     CredentialsPaths {
         lock: f.lock_path(),
-        refresh_lock_dir: f.refresh_lock_dir(),
+        refresh_lock_dirs: f.refresh_lock_dirs(),
     }
 }
 
@@ -47,6 +48,12 @@ pub fn read_login(path: &Path) -> Result<Option<Option<TokenPair>>> {
     Ok(CredentialsFile::new(path.to_path_buf())
         .read()?
         .map(|r| r.pair))
+}
+
+/// `claudeAiOauth.refreshTokenExpiresAt` of the credentials file at `path`, when it has one
+/// (`STORE_CORRUPT` when it does not parse).
+pub fn refresh_expires_at_ms(path: &Path) -> Result<Option<i64>> {
+    CredentialsFile::new(path.to_path_buf()).refresh_expires_at_ms()
 }
 
 /// The rows of `provider` in the pool file at `path` (none when it does not exist).

@@ -25,7 +25,13 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 pub const REFRESH_LOCK_STALE: Duration = Duration::from_secs(60);
+/// Every ≤ 5 s: fresh for 2.1.112-era Claude Code too, which calls `~/.claude.lock` stale
+/// after 10 s, and for 2.1.328, which calls an unbeaten lock dead after 7.5 s
+/// (interop/claude-code/FINDINGS.md §3, §3b).
 pub const REFRESH_LOCK_TOUCH: Duration = Duration::from_secs(5);
+/// Claude Code's `<dir>/.storage-write.lock`, taken around every write of the credentials
+/// file: stale after 15 s (FINDINGS.md §3).
+pub const STORAGE_WRITE_STALE: Duration = Duration::from_secs(15);
 
 /// Sleeps before the next try: 1 ms doubling to 8 ms, each with up to 50% jitter, never
 /// past the deadline. Returns false when the deadline has passed. The cap is low on
@@ -372,6 +378,18 @@ impl RefreshLockDir {
         timeout_ms: u64,
         waited: &mut bool,
     ) -> Result<RefreshLockDir> {
+        Self::acquire_stale_after(path, REFRESH_LOCK_STALE, deadline, timeout_ms, waited)
+    }
+
+    /// [`acquire`](Self::acquire) for a lock directory its other takers call stale after
+    /// `stale` (Claude Code's `.storage-write.lock`: 15 s).
+    pub fn acquire_stale_after(
+        path: &Path,
+        stale: Duration,
+        deadline: Instant,
+        timeout_ms: u64,
+        waited: &mut bool,
+    ) -> Result<RefreshLockDir> {
         crate::fsio::ensure_parent(path)?;
         let mut attempt = 0;
         let (dir, m) = loop {
@@ -386,7 +404,7 @@ impl RefreshLockDir {
                     // forever, past its deadline, holding `.credentials.lock` (issue 10,
                     // item 6).
                     let mut stuck = None;
-                    if Self::is_stale(path) || left_by_dead_hap(path) {
+                    if Self::is_stale(path, stale) || left_by_dead_hap(path) {
                         // The holder died without releasing. Remove and retake; if a
                         // sibling beat us to it, mkdir fails again and we wait on theirs.
                         crate::log::debug(format_args!("taking over stale {}", path.display()));
@@ -424,7 +442,7 @@ impl RefreshLockDir {
             // opened may be someone else's, and identity taken from it would let us touch and
             // remove their lock (issue 10, item 9). Take nothing from it; start over, which
             // waits on the directory like any other holder's.
-            if made.elapsed() >= REFRESH_LOCK_STALE / 2 {
+            if made.elapsed() >= stale / 2 {
                 crate::log::debug(format_args!(
                     "{}: stopped between mkdir and open; not trusting the directory",
                     path.display()
@@ -481,15 +499,50 @@ impl RefreshLockDir {
         e
     }
 
-    /// Stale once its mtime is older than [`REFRESH_LOCK_STALE`]: only the mtime is judged,
-    /// so a test makes a lock stale by backdating it (`utimes`) instead of waiting 60 s.
-    fn is_stale(path: &Path) -> bool {
+    /// Stale once its mtime is older than `stale`: only the mtime is judged, so a test
+    /// makes a lock stale by backdating it (`utimes`) instead of waiting 60 s.
+    fn is_stale(path: &Path, stale: Duration) -> bool {
         match fs::symlink_metadata(path).and_then(|m| m.modified()) {
             Ok(mtime) => SystemTime::now()
                 .duration_since(mtime)
-                .is_ok_and(|age| age > REFRESH_LOCK_STALE),
+                .is_ok_and(|age| age > stale),
             // Vanished between mkdir and stat: not stale, just retry.
             Err(_) => false,
+        }
+    }
+}
+
+/// Every refresh lock directory Claude Code's releases take, held together and released in
+/// reverse order of taking: `<dir>/.oauth_refresh.lock` (2.1.128 and later), then
+/// `<realpath(dir)>.lock`, i.e. `~/.claude.lock` (every release; the only one 2.1.126 and
+/// older take). With only the first, 2.1.112 double-POSTed in 30 of 34 overlapping rounds of
+/// the interop race (issue 12).
+#[derive(Debug)]
+pub struct ClaudeLocks {
+    held: Vec<RefreshLockDir>,
+}
+
+impl ClaudeLocks {
+    /// Takes each directory of `paths` in order, all by one `deadline`.
+    pub fn acquire(
+        paths: &[PathBuf],
+        deadline: Instant,
+        timeout_ms: u64,
+        waited: &mut bool,
+    ) -> Result<ClaudeLocks> {
+        let mut held = ClaudeLocks { held: Vec::new() };
+        for p in paths {
+            held.held
+                .push(RefreshLockDir::acquire(p, deadline, timeout_ms, waited)?);
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for ClaudeLocks {
+    fn drop(&mut self) {
+        while let Some(l) = self.held.pop() {
+            drop(l);
         }
     }
 }
@@ -530,8 +583,11 @@ pub enum LockSpec {
     /// An exclusive `flock` on each file, in the order given (one per spelling of a
     /// symlinked store path, nearest the target first: see `CredentialsFile::lock_paths`).
     Flock(Vec<PathBuf>),
-    /// Claude Code's refresh lock directory ([`RefreshLockDir`], `proper-lockfile`).
-    ClaudeCodeDir(PathBuf),
+    /// Claude Code's refresh lock directories ([`RefreshLockDir`], `proper-lockfile`), in
+    /// the order its releases take them, held together as [`ClaudeLocks`]:
+    /// `<dir>/.oauth_refresh.lock`, then `<realpath(dir)>.lock` (see
+    /// `CredentialsFile::refresh_lock_dirs`).
+    ClaudeCodeDirs(Vec<PathBuf>),
     /// A lease in a network service: the fleet's Redis `SET NX PX` (issue 16,
     /// `store/redis.rs`), taken by the store's own code, released when dropped.
     Lease(LeaseSource),
@@ -564,7 +620,7 @@ impl Eq for LeaseSource {}
 
 enum HeldLock {
     Flock(Vec<PathBuf>, FileLock),
-    Dir { _held: RefreshLockDir },
+    Dirs { _held: ClaudeLocks },
     Lease { _held: Box<dyn Send> },
 }
 
@@ -572,7 +628,7 @@ impl std::fmt::Debug for HeldLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HeldLock::Flock(p, _) => write!(f, "Flock({p:?})"),
-            HeldLock::Dir { .. } => write!(f, "Dir"),
+            HeldLock::Dirs { .. } => write!(f, "Dirs"),
             HeldLock::Lease { .. } => write!(f, "Lease"),
         }
     }
@@ -601,10 +657,9 @@ impl Held {
                     paths.clone(),
                     FileLock::acquire_all(paths, deadline, timeout_ms, waited)?,
                 ),
-                LockSpec::ClaudeCodeDir(dir) => {
-                    let held = RefreshLockDir::acquire(dir, deadline, timeout_ms, waited)?;
-                    HeldLock::Dir { _held: held }
-                }
+                LockSpec::ClaudeCodeDirs(dirs) => HeldLock::Dirs {
+                    _held: ClaudeLocks::acquire(dirs, deadline, timeout_ms, waited)?,
+                },
                 LockSpec::Lease(source) => HeldLock::Lease {
                     _held: source.0.take(deadline)?,
                 },

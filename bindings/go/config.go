@@ -63,11 +63,11 @@ type Config struct {
 	UserAgent string // User-Agent on the token endpoint (default "hap/<version>")
 
 	// RefreshSkew: refresh when the access token expires within this
-	// (default 2 minutes, at most 24 h).
+	// (default 5 minutes, at most 24 h).
 	RefreshSkew time.Duration
 	Strategy    Strategy      // default FillFirst
-	LockTimeout time.Duration // longest wait for any lock (default 25 s, at most 1 h)
-	HTTPTimeout time.Duration // per token-endpoint request (default 10 s, at most 1 h)
+	LockTimeout time.Duration // longest wait for any lock (default 45 s, at most 1 h)
+	HTTPTimeout time.Duration // per token-endpoint request (default 30 s, at most 1 h)
 
 	// DisableClaudeCodeLock turns off taking Claude Code's own refresh lock
 	// (claude_code_lock = false).
@@ -75,6 +75,12 @@ type Config struct {
 	// DisableExternalLogins stops seeding a claude_code row from the
 	// credentials file (adopt_external_logins = false).
 	DisableExternalLogins bool
+	// DeferRefreshToClaudeCode: Claude Code owns its login; hap never refreshes
+	// it, serves it while valid, adopts Claude Code's rotations, and otherwise
+	// answers CodeUnavailable telling the user to run `claude`
+	// (defer_refresh_to_claude_code = true). Anthropic's terms: one person's own
+	// processes only.
+	DeferRefreshToClaudeCode bool
 
 	// Agent defers to a running `hap agent` serving the same stores: then the
 	// process reads no store and never holds a refresh token (docs/AGENT.md).
@@ -145,6 +151,9 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	}
 	if c.DisableExternalLogins {
 		m["adopt_external_logins"] = false
+	}
+	if c.DeferRefreshToClaudeCode {
+		m["defer_refresh_to_claude_code"] = true
 	}
 	return json.Marshal(m)
 }
@@ -220,6 +229,10 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			var on *bool
 			err = decodeOpt(v, &on)
 			out.DisableExternalLogins = on != nil && !*on
+		case "defer_refresh_to_claude_code":
+			var on *bool
+			err = decodeOpt(v, &on)
+			out.DeferRefreshToClaudeCode = on != nil && *on
 		case "agent":
 			err = decodeOpt(v, (*string)(&out.Agent))
 		case "redis_url":

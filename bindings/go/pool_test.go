@@ -381,18 +381,19 @@ func TestConfigJSON(t *testing.T) {
 		t.Fatalf("zero Config marshals to %s, %v", b, err)
 	}
 	cfg := hap.Config{
-		NoPoolFile:            true,
-		CredentialsPath:       "/c/.credentials.json",
-		TokenURLs:             []string{"http://127.0.0.1:1/t"},
-		Strategy:              hap.RoundRobin,
-		LockTimeout:           1500 * time.Microsecond, // rounds up to 2 ms
-		DisableExternalLogins: true,
+		NoPoolFile:               true,
+		CredentialsPath:          "/c/.credentials.json",
+		TokenURLs:                []string{"http://127.0.0.1:1/t"},
+		Strategy:                 hap.RoundRobin,
+		LockTimeout:              1500 * time.Microsecond, // rounds up to 2 ms
+		DisableExternalLogins:    true,
+		DeferRefreshToClaudeCode: true,
 	}
 	b, err = json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"adopt_external_logins":false,"credentials_path":"/c/.credentials.json","lock_timeout_ms":2,"pool_path":null,"strategy":"round_robin","token_urls":["http://127.0.0.1:1/t"]}`
+	want := `{"adopt_external_logins":false,"credentials_path":"/c/.credentials.json","defer_refresh_to_claude_code":true,"lock_timeout_ms":2,"pool_path":null,"strategy":"round_robin","token_urls":["http://127.0.0.1:1/t"]}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}

@@ -12,17 +12,23 @@ export interface PoolConfig {
   tokenUrls?: string[];
   clientId?: string;
   userAgent?: string;
-  /** Refresh when the access token expires within this. Default 120000, at most 86400000. */
+  /** Refresh when the access token expires within this. Default 300000, at most 86400000. */
   refreshSkewMs?: number;
   strategy?: 'fill_first' | 'round_robin' | 'least_used' | 'random';
-  /** Longest wait for any lock. Default 25000, at most 3600000. */
+  /** Longest wait for any lock. Default 45000, at most 3600000. */
   lockTimeoutMs?: number;
-  /** Per token-endpoint request. Default 10000, 1 to 3600000. */
+  /** Per token-endpoint request. Default 30000, 1 to 3600000. */
   httpTimeoutMs?: number;
   /** Also take Claude Code's own refresh lock. Default true. */
   claudeCodeLock?: boolean;
   /** Seed a claude_code row from the credentials file. Default true. */
   adoptExternalLogins?: boolean;
+  /**
+   * Claude Code owns its login: hap never refreshes it, serves it while valid, adopts
+   * Claude Code's rotations, else UNAVAILABLE (run `claude`). Default false. For one
+   * person's own processes only (Anthropic's terms).
+   */
+  deferRefreshToClaudeCode?: boolean;
   /** Defer to a running `hap agent` (docs/AGENT.md). Default 'off'. */
   agent?: 'off' | 'prefer' | 'require';
 }
@@ -41,6 +47,7 @@ export interface RawPoolConfig {
   http_timeout_ms?: number;
   claude_code_lock?: boolean;
   adopt_external_logins?: boolean;
+  defer_refresh_to_claude_code?: boolean;
   agent?: 'off' | 'prefer' | 'require';
 }
 

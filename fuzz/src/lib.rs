@@ -387,10 +387,15 @@ fn assert_same_doc(what: &str, got: &Value, want: &Value, strict: bool) {
 /// `CredentialsFile::read` on arbitrary bytes; on a valid file, `write_pair` changes the
 /// token fields and nothing else.
 pub fn check_credentials_file(data: &[u8], strict: bool) {
+    // One sandbox file for the process: tests/fuzz_corpus.rs replays the corpus and the
+    // findings on parallel threads, and a write of one input landed in another's check once
+    // write_pair took Claude Code's storage-write lock (a wider window, issue 12).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let sb = sandbox();
     let path = sb.root.join("creds/.credentials.json");
     std::fs::write(&path, data).unwrap();
-    let file = CredentialsFile::new(path.clone());
+    let file = CredentialsFile::new(path.clone()).without_settle();
     let read = file.read();
     assert_eq!(
         std::fs::read(&path).unwrap(),
@@ -402,7 +407,9 @@ pub fn check_credentials_file(data: &[u8], strict: bool) {
             assert_eq!(e.status, Status::StoreCorrupt, "{e}");
             assert_eq!(e.path.as_deref(), Some(path.as_path()));
             check_error(&e, &[]);
-            let w = file.write_pair(&new_pair(), None).unwrap_err();
+            let w = file
+                .write_pair(&new_pair(), &Default::default())
+                .unwrap_err();
             assert_eq!(w.status, Status::StoreCorrupt, "{w}");
             assert_eq!(
                 std::fs::read(&path).unwrap(),
@@ -431,8 +438,11 @@ pub fn check_credentials_file(data: &[u8], strict: bool) {
             }
             let scopes = vec!["user:inference".to_string()];
             let pair = new_pair();
-            file.write_pair(&pair, Some(&scopes))
-                .unwrap_or_else(|e| panic!("write over a readable file failed: {e}"));
+            file.write_pair(
+                &pair,
+                &hap::internals::credentials::Issued::scopes(Some(scopes.clone())),
+            )
+            .unwrap_or_else(|e| panic!("write over a readable file failed: {e}"));
             let after_bytes = std::fs::read(&path).unwrap();
             let after: Value = serde_json::from_slice(&after_bytes).expect("hap wrote JSON");
             let mut want = before.clone();

@@ -234,7 +234,7 @@ mod imp {
             _held: &Held,
             replaces: Option<&Secret>,
             pair: &TokenPair,
-            scopes: Option<&[String]>,
+            issued: &crate::credentials::Issued,
         ) -> Result<Written> {
             let Some(replaces) = replaces else {
                 // The fleet's pair always has a refresh token; an import is `hap fleet`'s.
@@ -243,8 +243,13 @@ mod imp {
             Ok(
                 match self
                     .store
-                    .commit(Some(&replaces.fingerprint()), pair, scopes)?
-                {
+                    // The fleet's hash keeps the scopes of what the answer said (its
+                    // format is unchanged by issue 12; docs/FLEET.md).
+                    .commit(
+                        Some(&replaces.fingerprint()),
+                        pair,
+                        issued.scopes.as_deref(),
+                    )? {
                     Commit::Written(v) => {
                         crate::log::debug(format_args!("fleet: pair committed as version {v}"));
                         Written::Stored
@@ -445,7 +450,10 @@ pub mod admin {
                 format!("{} holds no login", authority(&redis)),
             )
         })?;
-        CredentialsFile::new(path.clone()).write_pair(&stored.pair, stored.scopes.as_deref())?;
+        CredentialsFile::new(path.clone()).write_pair(
+            &stored.pair,
+            &crate::credentials::Issued::scopes(stored.scopes.clone()),
+        )?;
         if let Err(e) = redis.remove() {
             return Err(Error::new(
                 e.status,

@@ -268,8 +268,11 @@ fn login_store(cfg: &Config, fleet: Option<&Arc<fleet::Fleet>>) -> Option<Arc<dy
         return Some(f.authority());
     }
     cfg.credentials_path.clone().map(|p| {
-        Arc::new(CredentialsFile::new(p).with_claude_code_lock(cfg.claude_code_lock))
-            as Arc<dyn Authority>
+        Arc::new(
+            CredentialsFile::new(p)
+                .with_claude_code_lock(cfg.claude_code_lock)
+                .deferring_refresh(cfg.defer_refresh_to_claude_code),
+        ) as Arc<dyn Authority>
     })
 }
 

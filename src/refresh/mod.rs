@@ -13,8 +13,9 @@
 //! 1. In-process single flight: one refresh per grant at a time; other threads wait for the
 //!    leader's result on a condvar (no mutex is held across network I/O or a lock wait).
 //! 2. Cross-process: take the locks the store lists (`Authority::locks`): `.credentials.lock`,
-//!    then Claude Code's `.oauth_refresh.lock` directory (if enabled) for the credentials
-//!    file; `auth.lock` for a row that owns its tokens. Bounded by `lock_timeout_ms`.
+//!    then Claude Code's `.oauth_refresh.lock` and `~/.claude.lock` directories (if enabled)
+//!    for the credentials file; `auth.lock` for a row that owns its tokens. Bounded by
+//!    `lock_timeout_ms`.
 //! 3. Re-read the authority. A different access token, valid long enough, means a sibling
 //!    refreshed while we waited: adopt it, no POST. A pair of this process that no file
 //!    took yet (step 7) is saved again and served.
@@ -67,11 +68,13 @@
 
 /// The token endpoint: one POST, its deadline, URL fallback and how an answer is read.
 pub mod oauth;
+/// `defer_refresh_to_claude_code`: Claude Code owns its login; hap never POSTs on it.
+mod owned;
 
 use crate::authority::{Authority, Written};
 use crate::clock::now_ms;
 use crate::counters::Counters;
-use crate::credentials::TokenPair;
+use crate::credentials::{Issued, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::journal::{Entry, Journal, JournalDoc, Post};
 use crate::lock::Held;
@@ -116,7 +119,7 @@ struct Unsaved {
     /// this pair is the login.
     replaced: String,
     pair: TokenPair,
-    scopes: Option<Vec<String>>,
+    issued: Issued,
     entry: Entry,
     /// What failed, paths included, for the error of a process about to exit.
     why: String,
@@ -298,9 +301,9 @@ impl Refresher<'_> {
         row_id: &str,
         replaces: Option<&Secret>,
         pair: &TokenPair,
-        scopes: Option<&[String]>,
+        issued: &Issued,
     ) -> Result<Written> {
-        let written = a.write_pair(held, replaces, pair, scopes)?;
+        let written = a.write_pair(held, replaces, pair, issued)?;
         if written == Written::Moved {
             log::debug(format_args!(
                 "row {row_id}: the store moved on; its pair stands"
@@ -365,14 +368,7 @@ impl Refresher<'_> {
             doc.posts.retain(|p| p.grant != key);
             journal.write(&mut doc)
         });
-        let stored = self.commit_pair(
-            &*u.authority,
-            held,
-            &u.row_id,
-            replaces,
-            &u.pair,
-            u.scopes.as_deref(),
-        );
+        let stored = self.commit_pair(&*u.authority, held, &u.row_id, replaces, &u.pair, &u.issued);
         match (&journalled, &stored) {
             (Err(je), Err(se)) => {
                 let why = unsaved_why(journal.path(), je, &u.authority.name(), se);
@@ -455,6 +451,10 @@ impl Refresher<'_> {
         min_validity: u64,
         may_retry: bool,
     ) -> Result<Outcome> {
+        // Claude Code owns its login (`owned.rs`): no lock, no journal, no POST.
+        if a.refresh_deferred() {
+            return self.claude_code_owned(a, row, stale, force);
+        }
         // An unsaved pair of this process is served whatever else fails before it is saved.
         let or_unsaved = |e: Error| match self.fresh_unsaved(key, row, min_validity) {
             Some(o) => Ok(o),
@@ -559,7 +559,7 @@ impl Refresher<'_> {
                 &row.id,
                 in_store.as_ref(),
                 &pair,
-                entry.scopes.as_deref(),
+                &Issued::scopes(entry.scopes.clone()),
             );
             match committed {
                 Ok(Written::Stored) => {
@@ -698,10 +698,15 @@ impl Refresher<'_> {
         fault::point("before_post");
         self.counters.refresh_posts.fetch_add(1, Ordering::Relaxed);
         log::debug(format_args!("row {}: POST refresh", row.id));
-        match self.endpoint.refresh(&refresh_token) {
+        // The body the store's owner would send for this login (Claude Code's client id and
+        // scopes, issue 12); a pool row's as before. A file that cannot be read for it now
+        // was just read: the default shape, rather than no refresh.
+        let shape = a.request_shape().unwrap_or_default();
+        match self.endpoint.refresh_with(&refresh_token, &shape) {
             Ok(resp) => {
                 fault::point("after_token_response");
                 let now = now_ms();
+                let issued = resp.issued(now);
                 let rotated_refresh = resp.refresh.as_ref().is_some_and(|r| *r != refresh_token);
                 let pair = TokenPair {
                     access: resp.access,
@@ -738,7 +743,7 @@ impl Refresher<'_> {
                     &mut doc,
                     entry,
                     &pair,
-                    resp.scopes,
+                    issued,
                     token_fp,
                 );
                 Ok(Outcome {
@@ -848,14 +853,14 @@ impl Refresher<'_> {
         doc: &mut JournalDoc,
         entry: Entry,
         pair: &TokenPair,
-        scopes: Option<Vec<String>>,
+        issued: Issued,
         replaced: String,
     ) {
         let journalled = journal.write(doc);
         if journalled.is_ok() {
             fault::point("after_journal");
         }
-        let stored = self.commit_pair(&**a, held, &row.id, in_store, pair, scopes.as_deref());
+        let stored = self.commit_pair(&**a, held, &row.id, in_store, pair, &issued);
         match (journalled, stored) {
             // Another writer saved a pair while the token endpoint answered (the store no
             // longer holds the token this POST spent): theirs stands, ours is served once.
@@ -912,7 +917,7 @@ impl Refresher<'_> {
                         row_id: row.id.clone(),
                         replaced,
                         pair: pair.clone(),
-                        scopes,
+                        issued,
                         entry,
                         why,
                     },

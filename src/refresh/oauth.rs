@@ -29,7 +29,29 @@ pub struct TokenResponse {
     /// Seconds, in `1..=MAX_EXPIRES_IN_S`.
     pub expires_in_s: i64,
     pub scopes: Option<Vec<String>>,
+    /// `refresh_token_expires_in`, seconds, in `1..=MAX_EXPIRES_IN_S`.
+    pub refresh_expires_in_s: Option<i64>,
+    /// `account.uuid` and `organization.uuid`.
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
 }
+
+impl TokenResponse {
+    /// What the answer says about the login besides the pair, as Claude Code keeps it.
+    pub fn issued(&self, now_ms: i64) -> crate::credentials::Issued {
+        crate::credentials::Issued {
+            scopes: self.scopes.clone(),
+            refresh_expires_at_ms: self
+                .refresh_expires_in_s
+                .map(|s| now_ms.saturating_add(s.saturating_mul(1000))),
+            account_uuid: self.account_uuid.clone(),
+            organization_uuid: self.organization_uuid.clone(),
+        }
+    }
+}
+
+/// Built from the credentials file's login (`store/credentials.rs`).
+pub use crate::credentials::RequestShape;
 
 #[derive(Debug)]
 pub enum RefreshError {
@@ -126,12 +148,21 @@ impl TokenEndpoint {
     /// cannot be zeroed safely because its size is unknown; this one's is known. If no
     /// thread can be started, the POST runs on the caller's thread.
     pub fn refresh(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
+        self.refresh_with(refresh_token, &RequestShape::default())
+    }
+
+    /// [`refresh`](Self::refresh) with the body shaped for the login (`RequestShape`).
+    pub fn refresh_with(
+        &self,
+        refresh_token: &Secret,
+        shape: &RequestShape,
+    ) -> Result<TokenResponse, RefreshError> {
         std::thread::scope(|s| {
             let post = std::thread::Builder::new()
                 .name("hap-refresh".into())
                 .stack_size(POST_STACK)
                 .spawn_scoped(s, || {
-                    let r = self.post(refresh_token);
+                    let r = self.post(refresh_token, shape);
                     crate::alloc::scrub_stack();
                     r
                 });
@@ -139,29 +170,34 @@ impl TokenEndpoint {
                 Ok(thread) => thread.join().unwrap_or_else(|_| {
                     Err(unanswered("token endpoint sent a malformed response"))
                 }),
-                Err(_) => self.post(refresh_token),
+                Err(_) => self.post(refresh_token, shape),
             }
         })
     }
 
     /// A panic while reading an answer is a malformed answer, not a reason to retire the
     /// pool; it may come after the request went out, so the token may be spent.
-    fn post(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
+    fn post(
+        &self,
+        refresh_token: &Secret,
+        shape: &RequestShape,
+    ) -> Result<TokenResponse, RefreshError> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.refresh_inner(refresh_token)
+            self.refresh_inner(refresh_token, shape)
         }))
         .unwrap_or_else(|_| Err(unanswered("token endpoint sent a malformed response")))
     }
 
-    fn refresh_inner(&self, refresh_token: &Secret) -> Result<TokenResponse, RefreshError> {
-        let body = zeroize::Zeroizing::new(
-            serde_json::json!({
-                "grant_type": "refresh_token",
-                "refresh_token": refresh_token.expose(),
-                "client_id": self.client_id,
-            })
-            .to_string(),
-        );
+    fn refresh_inner(
+        &self,
+        refresh_token: &Secret,
+        shape: &RequestShape,
+    ) -> Result<TokenResponse, RefreshError> {
+        let body = zeroize::Zeroizing::new(body(
+            refresh_token,
+            shape.client_id.as_deref().unwrap_or(&self.client_id),
+            shape.scope.as_deref(),
+        ));
         let mut last = transient("no token URL configured", None);
         for url in &self.urls {
             let result = http::post(&http::Request {
@@ -211,6 +247,20 @@ impl TokenEndpoint {
         };
         interpret_answer(status, &body, retry_after)
     }
+}
+
+/// The JSON body, keys in Claude Code's order: `grant_type`, `refresh_token`, `client_id`,
+/// `scope` (when there is one).
+pub fn body(refresh_token: &Secret, client_id: &str, scope: Option<&str>) -> String {
+    let mut v = serde_json::json!({
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token.expose(),
+        "client_id": client_id,
+    });
+    if let Some(scope) = scope {
+        v["scope"] = scope.into();
+    }
+    v.to_string()
 }
 
 /// What an answer of the token endpoint means, from its status, its body (already capped at
@@ -277,6 +327,25 @@ pub fn interpret_answer(
         .get("scope")
         .and_then(|s| s.as_str())
         .map(|s| s.split_whitespace().map(str::to_string).collect());
+    let refresh_expires_in_s = v
+        .get("refresh_token_expires_in")
+        .and_then(crate::credentials::json_ms)
+        .filter(|e| *e > 0)
+        .map(|e| e.min(MAX_EXPIRES_IN_S));
+    // A uuid is kept only when it looks like one: it goes into Claude Code's file.
+    let uuid = |key: &str| {
+        v.get(key)
+            .and_then(|o| o.get("uuid"))
+            .and_then(|u| u.as_str())
+            .filter(|u| {
+                !u.is_empty()
+                    && u.len() <= 64
+                    && u.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            })
+            .map(str::to_string)
+    };
+    let account_uuid = uuid("account");
+    let organization_uuid = uuid("organization");
     // `v` holds copies of the tokens; serde_json::Value cannot be zeroized in place, so
     // drop it here, as early as possible.
     drop(v);
@@ -285,6 +354,9 @@ pub fn interpret_answer(
         refresh,
         expires_in_s,
         scopes,
+        refresh_expires_in_s,
+        account_uuid,
+        organization_uuid,
     })
 }
 

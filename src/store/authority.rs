@@ -9,7 +9,7 @@
 //! same trait: its [`Authority::stamp`] answers [`Stamp::Unknown`] and every reader then
 //! re-reads it at every decision. Adding one is CONTRIBUTING.md's "Adding a store".
 
-use crate::credentials::TokenPair;
+use crate::credentials::{Issued, RequestShape, TokenPair};
 use crate::error::Result;
 use crate::fsio::FileStamp;
 use crate::journal::Journal;
@@ -74,7 +74,8 @@ pub enum Written {
 ///   token; parse failures are `Status::StoreCorrupt` naming where, not what.
 /// * **A store it cannot parse is reported, never overwritten**: `read_pair` and
 ///   `write_pair` both fail with `StoreCorrupt` and leave it as it was.
-/// * **Everything it does not own survives a write**: only the pair (and the scopes) change.
+/// * **Everything it does not own survives a write**: only the pair (and what the token
+///   answer said of the login, [`Issued`], where the store keeps it) change.
 /// * **The write is a compare-and-set** on the refresh token it replaces (Claude Code's own
 ///   save writes only while the store still holds the refresh token it posted): a pair
 ///   someone else saved in the meantime is never overwritten.
@@ -106,16 +107,17 @@ pub trait Authority: Send + Sync {
     /// The pair the store holds now, read whatever any cache says.
     fn read_pair(&self) -> Result<PairRead>;
 
-    /// Writes `pair` (and `scopes`, when the token response named them) if the store still
-    /// holds `replaces` as its refresh token (`None`: holds none), else writes nothing and
-    /// answers [`Written::Moved`]. Called with [`locks`](Self::locks) taken, as `held`.
+    /// Writes `pair` (and of `issued`, what the token response said of the login besides,
+    /// whatever the store keeps: Claude Code's file keeps all of it, issue 12) if the store
+    /// still holds `replaces` as its refresh token (`None`: holds none), else writes nothing
+    /// and answers [`Written::Moved`]. Called with [`locks`](Self::locks) taken, as `held`.
     /// Durable when it returns `Stored` (atomic replace, or the service's acknowledgement).
     fn write_pair(
         &self,
         held: &Held,
         replaces: Option<&Secret>,
         pair: &TokenPair,
-        scopes: Option<&[String]>,
+        issued: &Issued,
     ) -> Result<Written>;
 
     /// The locks a refresh of this pair holds from before its re-read to after its write,
@@ -126,6 +128,20 @@ pub trait Authority: Send + Sync {
     /// beside the store, keyed on the file a symlinked path resolves to, so every spelling
     /// of one store shares one journal. A store that is no file names a file of its own.
     fn journal(&self) -> Result<Journal>;
+
+    /// The login-dependent part of the refresh POST's body. Default: the configured client
+    /// id and no `scope` (a Hermes pool row, the fleet). Claude Code's file answers what
+    /// Claude Code itself would send for its login (issue 12, request parity).
+    fn request_shape(&self) -> Result<RequestShape> {
+        Ok(RequestShape::default())
+    }
+
+    /// Another program refreshes this pair and hap must never POST on it: Claude Code's
+    /// file with `defer_refresh_to_claude_code` (issue 12, item 5). The refresher then only
+    /// serves the store's pair while it is valid, takes no lock and writes nothing.
+    fn refresh_deferred(&self) -> bool {
+        false
+    }
 
     /// A store shared beyond this machine (the fleet's Redis, issue 16) keeps the
     /// possibly-spent marker where every host sees it: written before the POST (an error:

@@ -60,7 +60,7 @@ impl Authority for MemoryStore {
         _held: &Held,
         replaces: Option<&Secret>,
         pair: &TokenPair,
-        _scopes: Option<&[String]>,
+        _issued: &crate::credentials::Issued,
     ) -> Result<Written> {
         let mut held = self.pair.lock().unwrap();
         if held.as_ref().and_then(|p| p.refresh.as_ref()) != replaces {

@@ -453,7 +453,7 @@ impl Authority for PoolRow {
         held: &Held,
         replaces: Option<&Secret>,
         pair: &TokenPair,
-        _scopes: Option<&[String]>,
+        _issued: &crate::credentials::Issued,
     ) -> Result<Written> {
         let lock = held
             .flock(&self.file.lock_paths()?)
@@ -599,7 +599,9 @@ mod tests {
         let r1 = Secret::new("sk-ant-ort01-fake-r1");
         // Without the pool lock the write refuses.
         let unlocked = Held::default();
-        assert!(row.write_pair(&unlocked, Some(&r1), &pair, None).is_err());
+        assert!(row
+            .write_pair(&unlocked, Some(&r1), &pair, &Default::default())
+            .is_err());
         let mut w = false;
         let held = Held::take(
             &row.locks().unwrap(),
@@ -610,11 +612,13 @@ mod tests {
         .unwrap();
         let other = Secret::new("sk-ant-ort01-fake-r0");
         assert_eq!(
-            row.write_pair(&held, Some(&other), &pair, None).unwrap(),
+            row.write_pair(&held, Some(&other), &pair, &Default::default())
+                .unwrap(),
             Written::Moved
         );
         assert_eq!(
-            row.write_pair(&held, Some(&r1), &pair, None).unwrap(),
+            row.write_pair(&held, Some(&r1), &pair, &Default::default())
+                .unwrap(),
             Written::Stored
         );
         assert_eq!(row.read_pair().unwrap().pair.unwrap(), pair);

@@ -7,7 +7,7 @@
 //! credential ids and labels; no token value, or fingerprint of one, is ever printed.
 
 use crate::ui::{self, human_ms, instant, relative, sh, Paint};
-use hap::inspect::{StoreKind, TokenPair};
+use hap::inspect::{json_ms, StoreKind, TokenPair, REFRESH_EXPIRY_WARN_MS};
 use hap::Config;
 use hap::{Pool, Status};
 use serde_json::{json, Map, Value};
@@ -207,6 +207,43 @@ impl Doctor<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// The refresh token's own expiry (`claudeAiOauth.refreshTokenExpiresAt`): once it has
+    /// passed, every refresh fails and only a new login helps.
+    fn refresh_expiry(&mut self, path: &Path, at: i64) {
+        let fix = "log in again with Claude Code (`claude`, then /login) before then";
+        if at <= self.now {
+            self.error(
+                "refresh expiry",
+                format!(
+                    "{}: the refresh token expired {} ago: refreshes fail (REAUTH_REQUIRED)",
+                    path.display(),
+                    human_ms(self.now.saturating_sub(at))
+                ),
+                "log in again with Claude Code (`claude`, then /login)",
+            );
+        } else if at - self.now <= REFRESH_EXPIRY_WARN_MS {
+            self.warn(
+                "refresh expiry",
+                format!(
+                    "{}: the refresh token itself expires {}; after that every refresh fails \
+                     and hap answers REAUTH_REQUIRED",
+                    path.display(),
+                    relative(at, self.now)
+                ),
+                fix,
+            );
+        } else {
+            self.ok(
+                "refresh expiry",
+                format!(
+                    "{}: the refresh token expires {}",
+                    path.display(),
+                    relative(at, self.now)
+                ),
+            );
         }
     }
 
@@ -445,6 +482,9 @@ impl Doctor<'_> {
             Some(at) => self.expiry("expiry", &what, at, refreshable),
             None => true,
         };
+        if let Some(at) = json_ms(&oauth["refreshTokenExpiresAt"]).filter(|t| *t > 0) {
+            self.refresh_expiry(&path, at);
+        }
         if sane {
             let when = match pair.expires_at_ms {
                 Some(at) => format!("expires {}", relative(at, self.now)),
@@ -898,7 +938,10 @@ impl Doctor<'_> {
             let cf = hap::inspect::credentials_paths(p);
             flocks.push(cf.lock);
             if self.cfg.claude_code_lock {
-                self.refresh_lock_dir(&cf.refresh_lock_dir);
+                // `.oauth_refresh.lock` and `~/.claude.lock`: hap takes both (issue 12).
+                for dir in &cf.refresh_lock_dirs {
+                    self.refresh_lock_dir(dir);
+                }
             }
             dirs.push(hap::inspect::write_target(p).unwrap_or_else(|_| p.clone()));
         }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
     let skew = cfg.refresh_skew_ms as i64;
     let unadopted = unadopted_login(&cfg);
+    let cfg_creds = cfg.credentials_path.clone();
     // Issue 16: the fleet's authority, lease and version (docs/FLEET.md).
     let fleet = if json {
         String::new()
@@ -31,10 +32,35 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
         _ => None,
     };
     ui::out(&render(&doc, note, skew, hap::inspect::now_ms(), paint));
+    if let Some(w) = refresh_expiry_warning(&cfg_creds, hap::inspect::now_ms()) {
+        ui::out(&format!("\n{}\n", paint.yellow(&w)));
+    }
     // hap agent (issue 15): alive, last and next refresh.
     ui::out(&crate::agent::status_line(paint));
     ui::out(&fleet);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A warning when the login's refresh token itself (`refreshTokenExpiresAt`) expires within
+/// a week or has expired: a headless machine otherwise finds out when it is logged out.
+fn refresh_expiry_warning(path: &Option<std::path::PathBuf>, now: i64) -> Option<String> {
+    let path = path.as_ref()?;
+    let at = hap::inspect::refresh_expires_at_ms(path).ok()??;
+    if at <= now {
+        Some(format!(
+            "The refresh token in {} expired {} ago: log in again with Claude Code (`claude`, then /login).",
+            path.display(),
+            human_ms(now.saturating_sub(at))
+        ))
+    } else if at - now <= hap::inspect::REFRESH_EXPIRY_WARN_MS {
+        Some(format!(
+            "The refresh token in {} itself expires in {}: log in again with Claude Code (`claude`, then /login) before then, or every refresh fails.",
+            path.display(),
+            human_ms(at - now)
+        ))
+    } else {
+        None
+    }
 }
 
 /// The credentials file's path when it holds a login and a pool file would adopt it.
