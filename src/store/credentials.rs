@@ -47,7 +47,9 @@ pub fn json_ms(v: &Value) -> Option<i64> {
         .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<(Map<String, Value>, Option<TokenPair>)> {
+/// Parses Claude Code's storage JSON (the file's bytes, or a Keychain item's): the whole
+/// object, to write back, and the login in `claudeAiOauth`. `path` names the store in errors.
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<(Map<String, Value>, Option<TokenPair>)> {
     let root: Value = serde_json::from_slice(bytes).map_err(|e| Error::corrupt(path, e))?;
     let Value::Object(root) = root else {
         return Err(Error::corrupt(path, "top level is not an object"));
@@ -105,6 +107,34 @@ pub fn serialize_like(original: &[u8], value: &Value) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// Writes the login into Claude Code's storage JSON, the one place its fields are set: the
+/// token fields (and `scopes`) inside `claudeAiOauth`, every other key kept in its order.
+/// Both of Claude Code's stores hold this JSON (the file, and on macOS the Keychain item,
+/// `store/keychain.rs`), so both write through here.
+pub(crate) fn merge_login(
+    root: &mut Map<String, Value>,
+    pair: &TokenPair,
+    scopes: Option<&[String]>,
+) {
+    let oauth = root
+        .entry("claudeAiOauth")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !oauth.is_object() {
+        *oauth = Value::Object(Map::new());
+    }
+    let o = oauth.as_object_mut().expect("just made an object");
+    o.insert("accessToken".into(), pair.access.expose().into());
+    if let Some(r) = &pair.refresh {
+        o.insert("refreshToken".into(), r.expose().into());
+    }
+    if let Some(at) = pair.expires_at_ms {
+        o.insert("expiresAt".into(), at.into());
+    }
+    if let Some(scopes) = scopes {
+        o.insert("scopes".into(), scopes.to_vec().into());
+    }
 }
 
 impl CredentialsFile {
@@ -181,23 +211,7 @@ impl CredentialsFile {
             // just the login is the least surprising outcome.
             None => (b"{\n".to_vec(), Map::new()),
         };
-        let oauth = root
-            .entry("claudeAiOauth")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !oauth.is_object() {
-            *oauth = Value::Object(Map::new());
-        }
-        let o = oauth.as_object_mut().expect("just made an object");
-        o.insert("accessToken".into(), pair.access.expose().into());
-        if let Some(r) = &pair.refresh {
-            o.insert("refreshToken".into(), r.expose().into());
-        }
-        if let Some(at) = pair.expires_at_ms {
-            o.insert("expiresAt".into(), at.into());
-        }
-        if let Some(scopes) = scopes {
-            o.insert("scopes".into(), scopes.to_vec().into());
-        }
+        merge_login(&mut root, pair, scopes);
         let bytes = zeroize::Zeroizing::new(serialize_like(&original, &Value::Object(root)));
         fsio::write_atomic(&self.path, &bytes)
     }
