@@ -16,6 +16,7 @@ was run as (tests symlink it as `<dir>/security`, no environment needed):
 
   keychain.json   {"items": [{"account": A, "service": S, "password": TEXT}]}
   locked          when present, every command exits 36 (errSecInteractionNotAllowed)
+  locked_add      when present, `add-generic-password` exits 36 (locked while reading works)
   sleep           when present, seconds to sleep before answering (a Keychain prompt)
   fail_add        when present, `add-generic-password` exits 0 and stores nothing (a
                   `security -i` that swallows a failed command)
@@ -99,6 +100,9 @@ def command(d, kc_path, args):
             sys.stdout.write(item["password"] + "\n")
         return 0
     if name == "add-generic-password":
+        if os.path.exists(os.path.join(d, "locked_add")):
+            sys.stderr.write("security: User interaction is not allowed.\n")
+            return LOCKED
         if os.path.exists(os.path.join(d, "fail_add")):
             return 0
         password = bytes.fromhex(o.get("-X", "")).decode()

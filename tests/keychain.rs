@@ -393,6 +393,27 @@ mod write {
     }
 
     #[test]
+    fn a_keychain_locked_for_the_write_writes_nothing_anywhere() {
+        let mac = Mac::new();
+        let login = Mac::login(A1, R1, now_ms() - 1000);
+        mac.put_item(SERVICE, &login);
+        std::fs::write(mac.kc("locked_add"), b"").unwrap();
+        let e = Authority::write_pair(
+            &store(&mac),
+            &Held::default(),
+            Some(&hap::Secret::new(R1)),
+            &new_pair(),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("locked"), "{}", e.message);
+        assert!(!e.message.contains("sk-ant-"), "{}", e.message);
+        // Claude Code's transient case: the item is kept, and no file appears beside it.
+        assert_eq!(mac.item(SERVICE).unwrap(), login);
+        assert!(!mac.home.creds_path().exists());
+    }
+
+    #[test]
     fn the_write_is_a_compare_and_set_on_the_refresh_token() {
         let mac = Mac::new();
         let login = Mac::login(A1, R1, now_ms() - 1000);
