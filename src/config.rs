@@ -29,6 +29,38 @@ impl Strategy {
     }
 }
 
+/// Where Claude Code's login is read and written (`credentials_store`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialsStore {
+    /// The credentials file only.
+    File,
+    /// The macOS Keychain item through `security_program`, the file as fallback (Claude
+    /// Code's order on macOS: `store/keychain.rs`).
+    Keychain,
+    /// `Keychain` on macOS, `File` elsewhere: where Claude Code itself keeps the login.
+    Auto,
+}
+
+impl CredentialsStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialsStore::File => "file",
+            CredentialsStore::Keychain => "keychain",
+            CredentialsStore::Auto => "auto",
+        }
+    }
+
+    /// Whether the Keychain is read: `Auto` means it only on macOS, as Claude Code does
+    /// (its Linux build has no Keychain store at all).
+    pub fn uses_keychain(self) -> bool {
+        match self {
+            CredentialsStore::File => false,
+            CredentialsStore::Keychain => true,
+            CredentialsStore::Auto => cfg!(target_os = "macos"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub provider: String,
@@ -39,6 +71,10 @@ pub struct Config {
     /// when it happens to equal the default.
     pub pool_path_from_default: bool,
     pub credentials_path: Option<PathBuf>,
+    /// Where the login lives: the file, the macOS Keychain (file as fallback), or `auto`.
+    pub credentials_store: CredentialsStore,
+    /// The `security` program the Keychain store runs (tests point it at a fake).
+    pub security_program: PathBuf,
     pub token_urls: Vec<String>,
     pub client_id: String,
     pub user_agent: String,
@@ -112,6 +148,8 @@ impl Default for Config {
             pool_path: default_pool_path().ok().flatten(),
             pool_path_from_default: true,
             credentials_path: default_credentials_path().ok().flatten(),
+            credentials_store: CredentialsStore::Auto,
+            security_program: PathBuf::from(crate::store::keychain::SECURITY_PROGRAM),
             token_urls: DEFAULT_TOKEN_URLS.iter().map(|s| s.to_string()).collect(),
             client_id: DEFAULT_CLIENT_ID.into(),
             user_agent: format!("hap/{}", env!("CARGO_PKG_VERSION")),
@@ -279,6 +317,19 @@ impl Config {
                         _ => Some(store_path(key, want_str(key, v)?)?),
                     }
                 }
+                "credentials_store" => {
+                    c.credentials_store = match want_str(key, v)? {
+                        "file" => CredentialsStore::File,
+                        "keychain" => CredentialsStore::Keychain,
+                        "auto" => CredentialsStore::Auto,
+                        _ => {
+                            return Err(Error::invalid(
+                                "config key 'credentials_store' must be file, keychain or auto",
+                            ))
+                        }
+                    }
+                }
+                "security_program" => c.security_program = store_path(key, want_str(key, v)?)?,
                 "token_urls" => {
                     let arr = v.as_array().ok_or_else(|| {
                         Error::invalid("config key 'token_urls' must be an array of strings")
@@ -417,6 +468,8 @@ impl Config {
             "provider": self.provider,
             "pool_path": p(&self.pool_path),
             "credentials_path": p(&self.credentials_path),
+            "credentials_store": self.credentials_store.as_str(),
+            "security_program": self.security_program.to_string_lossy(),
             "token_urls": self.token_urls,
             "client_id": self.client_id,
             "user_agent": self.user_agent,
@@ -441,6 +494,35 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_store_and_security_program_are_validated() {
+        let c = Config::from_json_str(Some(r#"{"pool_path": null}"#)).unwrap();
+        assert_eq!(c.credentials_store, CredentialsStore::Auto);
+        assert_eq!(
+            c.credentials_store.uses_keychain(),
+            cfg!(target_os = "macos")
+        );
+        assert_eq!(c.security_program, Path::new("/usr/bin/security"));
+        let c = Config::from_json_str(Some(
+            r#"{"pool_path": null, "credentials_store": "keychain", "security_program": "/opt/fake-security"}"#,
+        ))
+        .unwrap();
+        assert!(c.credentials_store.uses_keychain());
+        assert_eq!(c.security_program, Path::new("/opt/fake-security"));
+        assert_eq!(c.to_json()["credentials_store"], "keychain");
+        assert_eq!(c.to_json()["security_program"], "/opt/fake-security");
+        for (bad, key) in [
+            (r#"{"credentials_store": "keyring"}"#, "credentials_store"),
+            (r#"{"credentials_store": true}"#, "credentials_store"),
+            (r#"{"security_program": "security"}"#, "security_program"),
+            (r#"{"security_program": 1}"#, "security_program"),
+        ] {
+            let e = Config::from_json_str(Some(bad)).unwrap_err();
+            assert_eq!(e.status, crate::Status::InvalidArgument);
+            assert!(e.message.contains(key), "{}", e.message);
+        }
+    }
 
     #[test]
     fn unknown_and_ill_typed_keys_are_named() {

@@ -15,7 +15,8 @@
 //! [`internals`] exists for hap's own fuzz targets and tests: neither is Rust API.
 //!
 //! Raw pointers live only in [`ffi`] and the allocator (`alloc.rs`); libc calls sit in
-//! `lock.rs`, `store/fsio.rs` and `store/watch.rs`. Every `unsafe` block has a `SAFETY:` line
+//! `lock.rs`, `store/fsio.rs`, `store/keychain.rs` (the password database) and
+//! `store/watch.rs`. Every `unsafe` block has a `SAFETY:` line
 //! (the lints below keep it so).
 
 // Every unsafe operation, even inside an `unsafe fn`, sits in its own block with a
@@ -82,7 +83,7 @@ use store::{authority, credentials, fsio, journal, pool_file, watch};
 pub mod fleet {
     pub use crate::pool::fleet::admin::*;
 }
-pub use config::{Config, Strategy};
+pub use config::{Config, CredentialsStore, Strategy};
 pub use error::{Error, Result, Status};
 pub use pool::{CredentialStatus, FailureOutcome, Pool, PoolCounters, PoolStatus, Token};
 pub use request::{Failure, ResolveRequest};
@@ -123,6 +124,7 @@ pub mod internals {
         error => crate::error,
         fsio => crate::store::fsio,
         journal => crate::store::journal,
+        keychain => crate::store::keychain,
         lock => crate::lock,
         oauth => crate::refresh::oauth,
         policy => crate::pool::policy,

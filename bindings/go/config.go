@@ -31,6 +31,18 @@ const (
 	AgentRequire AgentMode = "require" // ask the agent; without one, ErrUnavailable
 )
 
+// CredentialsStore is the config key "credentials_store": where Claude Code's
+// login is read and written.
+type CredentialsStore string
+
+// The values of "credentials_store". The zero value "" sends nothing: the
+// library's default, CredentialsAuto.
+const (
+	CredentialsFileOnly CredentialsStore = "file"     // the credentials file only
+	CredentialsKeychain CredentialsStore = "keychain" // the macOS Keychain item, the file as fallback
+	CredentialsAuto     CredentialsStore = "auto"     // keychain on macOS, file elsewhere
+)
+
 // Config mirrors the config JSON of hap_pool_open (docs/ABI.md). The zero value of
 // every field means "the library's default", so Config{} opens the user's own
 // ~/.hermes/auth.json and ~/.claude/.credentials.json. Only fields that are set
@@ -54,6 +66,13 @@ type Config struct {
 	// NoCredentialsFile sends null instead: no credentials file.
 	CredentialsPath   string
 	NoCredentialsFile bool
+
+	// CredentialsStore chooses the file, or the macOS Keychain item Claude Code
+	// uses with the file as fallback (docs/SPEC.md, "The macOS Keychain item";
+	// tested on Linux against a fake security program only). SecurityProgram is
+	// the `security` program that store runs (default /usr/bin/security).
+	CredentialsStore CredentialsStore
+	SecurityProgram  string
 
 	// TokenURLs are tried in order (default: Anthropic's two token endpoints).
 	// http:// is accepted only for loopback hosts. nil or empty means default.
@@ -125,6 +144,8 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	setStr("client_id", c.ClientID)
 	setStr("user_agent", c.UserAgent)
 	setStr("strategy", string(c.Strategy))
+	setStr("credentials_store", string(c.CredentialsStore))
+	setStr("security_program", c.SecurityProgram)
 	setStr("agent", string(c.Agent))
 	setStr("redis_url", c.Fleet.URL)
 	setStr("redis_password_file", c.Fleet.PasswordFile)
@@ -207,6 +228,10 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 		case "credentials_path":
 			out.NoCredentialsFile = isNull
 			err = decodeOpt(v, &out.CredentialsPath)
+		case "credentials_store":
+			err = decodeOpt(v, (*string)(&out.CredentialsStore))
+		case "security_program":
+			err = decodeOpt(v, &out.SecurityProgram)
 		case "token_urls":
 			err = decodeOpt(v, &out.TokenURLs)
 		case "client_id":

@@ -388,12 +388,14 @@ func TestConfigJSON(t *testing.T) {
 		LockTimeout:              1500 * time.Microsecond, // rounds up to 2 ms
 		DisableExternalLogins:    true,
 		DeferRefreshToClaudeCode: true,
+		CredentialsStore:         hap.CredentialsKeychain,
+		SecurityProgram:          "/opt/fake-security",
 	}
 	b, err = json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"adopt_external_logins":false,"credentials_path":"/c/.credentials.json","defer_refresh_to_claude_code":true,"lock_timeout_ms":2,"pool_path":null,"strategy":"round_robin","token_urls":["http://127.0.0.1:1/t"]}`
+	want := `{"adopt_external_logins":false,"credentials_path":"/c/.credentials.json","credentials_store":"keychain","defer_refresh_to_claude_code":true,"lock_timeout_ms":2,"pool_path":null,"security_program":"/opt/fake-security","strategy":"round_robin","token_urls":["http://127.0.0.1:1/t"]}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}

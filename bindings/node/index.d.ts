@@ -8,6 +8,10 @@ export interface PoolConfig {
   poolPath?: string | null;
   /** Claude Code's .credentials.json; null = none. */
   credentialsPath?: string | null;
+  /** Where Claude Code's login lives: the file, the macOS Keychain item (file as fallback), or 'auto' (keychain on macOS only). Default 'auto'. */
+  credentialsStore?: 'file' | 'keychain' | 'auto';
+  /** The `security` program the Keychain store runs. Default /usr/bin/security. */
+  securityProgram?: string;
   /** Token endpoints tried in order; http:// only for loopback. */
   tokenUrls?: string[];
   clientId?: string;
@@ -38,6 +42,8 @@ export interface RawPoolConfig {
   provider?: string;
   pool_path?: string | null;
   credentials_path?: string | null;
+  credentials_store?: 'file' | 'keychain' | 'auto';
+  security_program?: string;
   token_urls?: string[];
   client_id?: string;
   user_agent?: string;

@@ -24,6 +24,7 @@ use crate::pool_file::{Kind, PoolFile, PoolRow, Row};
 use crate::refresh::{Flights, Refresher, RowLedger};
 use crate::request::{Failure, ResolveRequest};
 use crate::secret::{fingerprint, Secret};
+use crate::store::keychain::KeychainStore;
 use policy::Availability;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -260,19 +261,22 @@ pub fn default_pool_without_hermes(cfg: &Config) -> bool {
 }
 
 /// The store of the login `claude_code` rows borrow: the one place it is chosen. Claude
-/// Code's credentials file today; another login store (a Keychain item) is chosen here by
-/// its config key, and nothing else in pool or refresh changes.
+/// Code's credentials file, or (config `credentials_store`, the default on macOS) its
+/// Keychain item with the file as fallback; nothing else in pool or refresh changes.
 /// With `redis_url` (issue 16), it is the fleet's Redis.
 fn login_store(cfg: &Config, fleet: Option<&Arc<fleet::Fleet>>) -> Option<Arc<dyn Authority>> {
     if let Some(f) = fleet {
         return Some(f.authority());
     }
     cfg.credentials_path.clone().map(|p| {
-        Arc::new(
-            CredentialsFile::new(p)
-                .with_claude_code_lock(cfg.claude_code_lock)
-                .deferring_refresh(cfg.defer_refresh_to_claude_code),
-        ) as Arc<dyn Authority>
+        let file = CredentialsFile::new(p)
+            .with_claude_code_lock(cfg.claude_code_lock)
+            .deferring_refresh(cfg.defer_refresh_to_claude_code);
+        if cfg.credentials_store.uses_keychain() {
+            Arc::new(KeychainStore::new(cfg.security_program.clone(), file)) as Arc<dyn Authority>
+        } else {
+            Arc::new(file) as Arc<dyn Authority>
+        }
     })
 }
 

@@ -145,7 +145,9 @@ pub fn json_ms(v: &Value) -> Option<i64> {
         .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<(Map<String, Value>, Option<TokenPair>)> {
+/// Parses Claude Code's storage JSON (the file's bytes, or a Keychain item's): the whole
+/// object, to write back, and the login in `claudeAiOauth`. `path` names the store in errors.
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<(Map<String, Value>, Option<TokenPair>)> {
     let root: Value = serde_json::from_slice(bytes).map_err(|e| Error::corrupt(path, e))?;
     let Value::Object(root) = root else {
         return Err(Error::corrupt(path, "top level is not an object"));
@@ -212,6 +214,49 @@ pub fn serialize_like(original: &[u8], value: &Value) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// Writes the login into Claude Code's storage JSON, the one place its fields are set: the
+/// token fields and what the token endpoint issued with them (`Issued`) inside
+/// `claudeAiOauth`, every other key kept in its order.
+/// Both of Claude Code's stores hold this JSON (the file, and on macOS the Keychain item,
+/// `store/keychain.rs`), so both write through here.
+pub(crate) fn merge_login(root: &mut Map<String, Value>, pair: &TokenPair, issued: &Issued) {
+    let oauth = root
+        .entry("claudeAiOauth")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !oauth.is_object() {
+        *oauth = Value::Object(Map::new());
+    }
+    let o = oauth.as_object_mut().expect("just made an object");
+    o.insert("accessToken".into(), pair.access.expose().into());
+    if let Some(r) = &pair.refresh {
+        o.insert("refreshToken".into(), r.expose().into());
+    }
+    if let Some(at) = pair.expires_at_ms {
+        o.insert("expiresAt".into(), at.into());
+    }
+    if let Some(scopes) = &issued.scopes {
+        o.insert("scopes".into(), scopes.clone().into());
+    }
+    if let Some(at) = issued.refresh_expires_at_ms {
+        let stored = o
+            .get("refreshTokenExpiresAt")
+            .and_then(json_ms)
+            .filter(|t| *t > 0);
+        o.insert(
+            "refreshTokenExpiresAt".into(),
+            stored.map_or(at, |s| s.min(at)).into(),
+        );
+    }
+    for (key, v) in [
+        ("accountUuid", &issued.account_uuid),
+        ("organizationUuid", &issued.organization_uuid),
+    ] {
+        if let (Some(v), false) = (v, o.get(key).and_then(Value::as_str).is_some()) {
+            o.insert(key.into(), v.clone().into());
+        }
+    }
 }
 
 impl CredentialsFile {
@@ -298,6 +343,19 @@ impl CredentialsFile {
     /// `<dir>/.storage-write.lock`: Claude Code 2.1.328 takes it (mkdir, stale 15 s) around
     /// every read-modify-write of this file, its compare-and-swap save after a POST
     /// included.
+    /// Takes [`storage_write_lock`](Self::storage_write_lock), waiting at most
+    /// `STORAGE_WRITE_WAIT`: around a write's re-read and rename (or Keychain save) only.
+    pub fn take_storage_write_lock(&self) -> Result<crate::lock::RefreshLockDir> {
+        let mut waited = false;
+        crate::lock::RefreshLockDir::acquire_stale_after(
+            &self.storage_write_lock(),
+            crate::lock::STORAGE_WRITE_STALE,
+            std::time::Instant::now() + STORAGE_WRITE_WAIT,
+            STORAGE_WRITE_WAIT.as_millis() as u64,
+            &mut waited,
+        )
+    }
+
     pub fn storage_write_lock(&self) -> PathBuf {
         self.path.with_file_name(".storage-write.lock")
     }
@@ -395,14 +453,7 @@ impl CredentialsFile {
         pair: &TokenPair,
         issued: &Issued,
     ) -> Result<Option<FileStamp>> {
-        let mut waited = false;
-        let _storage = crate::lock::RefreshLockDir::acquire_stale_after(
-            &self.storage_write_lock(),
-            crate::lock::STORAGE_WRITE_STALE,
-            std::time::Instant::now() + STORAGE_WRITE_WAIT,
-            STORAGE_WRITE_WAIT.as_millis() as u64,
-            &mut waited,
-        )?;
+        let _storage = self.take_storage_write_lock()?;
         let (original, mut root, holds) = match self.read_parsed()? {
             Some((bytes, _, root, pair)) => (bytes, root, pair.and_then(|p| p.refresh)),
             // Recreating a deleted file (a journal replay after the user removed it) with
@@ -412,41 +463,7 @@ impl CredentialsFile {
         if replaces.is_some_and(|r| holds.as_ref() != r) {
             return Ok(None);
         }
-        let oauth = root
-            .entry("claudeAiOauth")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !oauth.is_object() {
-            *oauth = Value::Object(Map::new());
-        }
-        let o = oauth.as_object_mut().expect("just made an object");
-        o.insert("accessToken".into(), pair.access.expose().into());
-        if let Some(r) = &pair.refresh {
-            o.insert("refreshToken".into(), r.expose().into());
-        }
-        if let Some(at) = pair.expires_at_ms {
-            o.insert("expiresAt".into(), at.into());
-        }
-        if let Some(scopes) = &issued.scopes {
-            o.insert("scopes".into(), scopes.clone().into());
-        }
-        if let Some(at) = issued.refresh_expires_at_ms {
-            let stored = o
-                .get("refreshTokenExpiresAt")
-                .and_then(json_ms)
-                .filter(|t| *t > 0);
-            o.insert(
-                "refreshTokenExpiresAt".into(),
-                stored.map_or(at, |s| s.min(at)).into(),
-            );
-        }
-        for (key, v) in [
-            ("accountUuid", &issued.account_uuid),
-            ("organizationUuid", &issued.organization_uuid),
-        ] {
-            if let (Some(v), false) = (v, o.get(key).and_then(Value::as_str).is_some()) {
-                o.insert(key.into(), v.clone().into());
-            }
-        }
+        merge_login(&mut root, pair, issued);
         let bytes = zeroize::Zeroizing::new(serialize_like(&original, &Value::Object(root)));
         fsio::write_atomic(&self.path, &bytes).map(Some)
     }

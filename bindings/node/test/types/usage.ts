@@ -33,6 +33,8 @@ async function main(): Promise<void> {
   });
   const raw = new Pool({ pool_path: null, credentials_path: '/c.json', agent: 'prefer' }, { maxConcurrentCalls: 4 });
   raw.close();
+  new Pool({ credentialsStore: 'keychain', securityProgram: '/usr/bin/security' }).close();
+  new Pool({ credentials_store: 'file', security_program: '/usr/bin/security' }).close();
   new Pool().close();
   new Pool('{"pool_path": null}').close();
 
@@ -115,6 +117,8 @@ async function main(): Promise<void> {
   new Pool({ strategy: 'fastest' });
   // @ts-expect-error agent is an enum
   new Pool({ agent: 'always' });
+  // @ts-expect-error credentialsStore is an enum
+  new Pool({ credentialsStore: 'keyring' });
   // @ts-expect-error status() is synchronous
   await pool.status().then(() => 0);
 
