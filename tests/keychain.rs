@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use hap::internals::authority::{Authority, Written};
-use hap::internals::credentials::{CredentialsFile, TokenPair};
+use hap::internals::credentials::{CredentialsFile, Issued, TokenPair};
 use hap::internals::keychain::KeychainStore;
 use hap::internals::lock::Held;
 use serde_json::{json, Value};
@@ -338,7 +338,7 @@ mod write {
             &Held::default(),
             Some(&hap::Secret::new(R1)),
             &new_pair(),
-            None,
+            &Issued::default(),
         )
         .unwrap_err();
         assert!(e.message.contains("4032"), "{}", e.message);
@@ -377,7 +377,7 @@ mod write {
             &Held::default(),
             Some(&hap::Secret::new(R1)),
             &new_pair(),
-            None,
+            &Issued::default(),
         )
         .unwrap_err();
         assert!(
@@ -403,7 +403,7 @@ mod write {
             &Held::default(),
             Some(&hap::Secret::new(R1)),
             &new_pair(),
-            None,
+            &Issued::default(),
         )
         .unwrap_err();
         assert!(e.message.contains("locked"), "{}", e.message);
@@ -420,11 +420,11 @@ mod write {
         mac.put_item(SERVICE, &login);
         let k = store(&mac);
         let stale = hap::Secret::new("sk-ant-ort01-fake-r0");
-        let w = Authority::write_pair(&k, &Held::default(), Some(&stale), &new_pair(), None);
+        let w = Authority::write_pair(&k, &Held::default(), Some(&stale), &new_pair(), &Issued::default());
         assert_eq!(w.unwrap(), Written::Moved);
         assert_eq!(mac.item(SERVICE).unwrap(), login);
         let holds = hap::Secret::new(R1);
-        let w = Authority::write_pair(&k, &Held::default(), Some(&holds), &new_pair(), None);
+        let w = Authority::write_pair(&k, &Held::default(), Some(&holds), &new_pair(), &Issued::default());
         assert_eq!(w.unwrap(), Written::Stored);
         assert_eq!(Authority::read_pair(&k).unwrap().pair.unwrap(), new_pair());
         assert!(matches!(
