@@ -33,6 +33,19 @@ export interface PoolConfig {
    * person's own processes only (Anthropic's terms).
    */
   deferRefreshToClaudeCode?: boolean;
+  /**
+   * The fleet authority (docs/FLEET.md): redis://user@host:port/db or rediss://..., no
+   * password in it. For one person's own hosts. Needs a libhap built with the feature `redis`.
+   */
+  redisUrl?: string | null;
+  /** File whose first line is the Redis ACL user's password (else $HAP_REDIS_PASSWORD). */
+  redisPasswordFile?: string | null;
+  /** Prefix of the fleet's Redis keys. Default "hap:". */
+  redisPrefix?: string | null;
+  /** PEM CA for a rediss:// server with a private CA. */
+  redisCaFile?: string | null;
+  /** The refresh lease's time to live. Default 10000, 100 to 3600000. */
+  redisLeaseMs?: number;
   /** Defer to a running `hap agent` (docs/AGENT.md). Default 'off'. */
   agent?: 'off' | 'prefer' | 'require';
 }
@@ -54,6 +67,11 @@ export interface RawPoolConfig {
   claude_code_lock?: boolean;
   adopt_external_logins?: boolean;
   defer_refresh_to_claude_code?: boolean;
+  redis_url?: string | null;
+  redis_password_file?: string | null;
+  redis_prefix?: string | null;
+  redis_ca_file?: string | null;
+  redis_lease_ms?: number;
   agent?: 'off' | 'prefer' | 'require';
 }
 

@@ -34,6 +34,7 @@ async function main(): Promise<void> {
   const raw = new Pool({ pool_path: null, credentials_path: '/c.json', agent: 'prefer' }, { maxConcurrentCalls: 4 });
   raw.close();
   new Pool({ credentialsStore: 'keychain', securityProgram: '/usr/bin/security' }).close();
+  new Pool({ redisUrl: 'rediss://hap-refresher@127.0.0.1:6380/0', redisPasswordFile: '/run/secrets/hap', redisLeaseMs: 10000 });
   new Pool({ credentials_store: 'file', security_program: '/usr/bin/security' }).close();
   new Pool().close();
   new Pool('{"pool_path": null}').close();
