@@ -420,11 +420,23 @@ mod write {
         mac.put_item(SERVICE, &login);
         let k = store(&mac);
         let stale = hap::Secret::new("sk-ant-ort01-fake-r0");
-        let w = Authority::write_pair(&k, &Held::default(), Some(&stale), &new_pair(), &Issued::default());
+        let w = Authority::write_pair(
+            &k,
+            &Held::default(),
+            Some(&stale),
+            &new_pair(),
+            &Issued::default(),
+        );
         assert_eq!(w.unwrap(), Written::Moved);
         assert_eq!(mac.item(SERVICE).unwrap(), login);
         let holds = hap::Secret::new(R1);
-        let w = Authority::write_pair(&k, &Held::default(), Some(&holds), &new_pair(), &Issued::default());
+        let w = Authority::write_pair(
+            &k,
+            &Held::default(),
+            Some(&holds),
+            &new_pair(),
+            &Issued::default(),
+        );
         assert_eq!(w.unwrap(), Written::Stored);
         assert_eq!(Authority::read_pair(&k).unwrap().pair.unwrap(), new_pair());
         assert!(matches!(
