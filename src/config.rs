@@ -130,11 +130,19 @@ fn default_pool_path() -> Result<Option<PathBuf>> {
     Ok(dir.map(|d| d.join("auth.json")))
 }
 
-/// `$CLAUDE_CONFIG_DIR/.credentials.json`, else `~/.claude/.credentials.json`.
+/// `<dir>/.credentials.json` where Claude Code keeps it: `<dir>` is
+/// `$CLAUDE_SECURESTORAGE_CONFIG_DIR` (Claude Code 2.1.128 and later; set but empty means
+/// `~/.claude`), else `$CLAUDE_CONFIG_DIR`, else `~/.claude` (interop/claude-code/FINDINGS.md
+/// §1). A hap reading another directory than Claude Code's would refresh a second copy.
 fn default_credentials_path() -> Result<Option<PathBuf>> {
-    let dir = match env_dir("CLAUDE_CONFIG_DIR")? {
-        Some(d) => Some(d),
-        None => home()?.map(|h| h.join(".claude")),
+    let claude_home = || Ok::<_, Error>(home()?.map(|h| h.join(".claude")));
+    let dir = match std::env::var_os("CLAUDE_SECURESTORAGE_CONFIG_DIR") {
+        Some(v) if v.is_empty() => claude_home()?,
+        Some(_) => env_dir("CLAUDE_SECURESTORAGE_CONFIG_DIR")?,
+        None => match env_dir("CLAUDE_CONFIG_DIR")? {
+            Some(d) => Some(d),
+            None => claude_home()?,
+        },
     };
     Ok(dir.map(|d| d.join(".credentials.json")))
 }

@@ -589,3 +589,51 @@ fn doctor_reports_a_stale_claude_dir_lock() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("claude.lock is stale"), "{text}");
 }
+
+/// Claude Code 2.1.128 and later keep the login in `$CLAUDE_SECURESTORAGE_CONFIG_DIR` when it
+/// is set (set but empty: `~/.claude`), before `$CLAUDE_CONFIG_DIR`: hap's default file
+/// follows, or it would refresh a copy Claude Code no longer reads.
+#[test]
+fn the_default_credentials_file_follows_claude_secure_storage_config_dir() {
+    let h = Home::new();
+    let root = h.dir.path();
+    let status = |secure: Option<&Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hap"));
+        c.arg("status")
+            .current_dir(root)
+            .env("HOME", root)
+            .env("HERMES_HOME", root.join("hermes"))
+            .env("CLAUDE_CONFIG_DIR", root.join("claude"))
+            .env("NO_COLOR", "1")
+            .env_remove("HAP_LOG")
+            .env_remove("HAP_CONFIG");
+        match secure {
+            Some(d) => c.env("CLAUDE_SECURESTORAGE_CONFIG_DIR", d),
+            None => c.env_remove("CLAUDE_SECURESTORAGE_CONFIG_DIR"),
+        };
+        let out = c.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("credentials"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let secure = root.join("secure");
+    assert!(
+        line(&status(None)).ends_with(&format!("{}/claude/.credentials.json", root.display())),
+        "{}",
+        status(None)
+    );
+    let t = status(Some(&secure));
+    assert!(
+        line(&t).ends_with(&format!("{}/.credentials.json", secure.display())),
+        "{t}"
+    );
+    let t = status(Some(Path::new("")));
+    assert!(
+        line(&t).ends_with(&format!("{}/.claude/.credentials.json", root.display())),
+        "{t}"
+    );
+}
