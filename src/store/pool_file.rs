@@ -151,8 +151,11 @@ impl Row {
             // float once read as 0, and hap's next write-back reset the count).
             request_count: obj
                 .get("request_count")
-                .and_then(json_ms)
-                .map_or(0, |n| n.max(0) as u64),
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as u64))
+                })
+                .unwrap_or(0),
             secret_fingerprint: s("secret_fingerprint"),
             rejected_fingerprint: s(KEY_REJECTED),
             retried_fingerprint: s(KEY_RETRIED),
