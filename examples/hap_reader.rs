@@ -3,7 +3,9 @@
 //! `{"ready": true}`, waits until the file argv[2] exists (it holds the epoch ms to stop
 //! at), then resolves every argv[3] ms until then, printing one JSON line per resolve:
 //! `{"kind": argv[4], "sha": <sha256 of the token, 16 hex>, "t_ms", "expires_at_ms",
-//! "refreshed"}` or `{"kind", "t_ms", "error", "message"}`. Never the token itself.
+//! "refreshed"}` or `{"kind", "t_ms", "error", "message"}`. Never the token itself. With
+//! argv[5], it stops resolving after that many and keeps the pool open, idle, until then
+//! (a long-lived process between requests).
 
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -14,6 +16,10 @@ fn main() {
     let go_file = args.get(2).cloned().unwrap_or_default();
     let every_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
     let kind = args.get(4).cloned().unwrap_or_else(|| "rust".into());
+    let max_resolves: usize = args
+        .get(5)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX);
     let pool = match hap::Pool::open_json(Some(&cfg)) {
         Ok(p) => p,
         Err(e) => {
@@ -35,7 +41,13 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let mut resolves = 0;
     while hap::inspect::now_ms() < end_at_ms {
+        if resolves == max_resolves {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        resolves += 1;
         let line = match pool.resolve(&hap::ResolveRequest::default()) {
             Ok(t) => {
                 let digest = Sha256::digest(t.access_token.expose().as_bytes());

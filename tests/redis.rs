@@ -156,9 +156,10 @@ fn the_possibly_spent_marker_ends_with_the_commit_of_its_token_only() {
     let r = store(&s, "refresher");
     r.commit(None, &pair(A1, R1), None).unwrap();
     let fp1 = Secret::new(R1).fingerprint();
-    r.mark_posting(&fp1, 1234).unwrap();
+    r.mark_posting(&fp1, 1234, "host-a:42").unwrap();
     let p = r.posting().unwrap().unwrap();
     assert_eq!((p.token_fp.as_str(), p.at_ms), (fp1.as_str(), 1234));
+    assert_eq!(p.host.as_deref(), Some("host-a:42"));
     // Clearing another token's marker leaves it.
     r.clear_posting("sha256:0000000000000000").unwrap();
     assert!(r.posting().unwrap().is_some());
@@ -167,7 +168,8 @@ fn the_possibly_spent_marker_ends_with_the_commit_of_its_token_only() {
         .unwrap();
     assert!(r.posting().unwrap().is_none());
     // A refused commit does not.
-    r.mark_posting(&Secret::new(R2).fingerprint(), 1).unwrap();
+    r.mark_posting(&Secret::new(R2).fingerprint(), 1, "host-a:42")
+        .unwrap();
     assert_eq!(
         r.commit(Some(&Secret::new(R1).fingerprint()), &pair(A3, R3), None)
             .unwrap(),
@@ -188,7 +190,7 @@ fn a_rotation_reaches_a_subscriber_without_it_polling() {
         None,
     )
     .unwrap();
-    let sub = Subscription::start(cfg).unwrap();
+    let sub = Subscription::start(cfg, Box::new(|| {})).unwrap();
     let until = Instant::now() + Duration::from_secs(5);
     while !sub.connected() {
         assert!(Instant::now() < until, "subscription did not connect");
@@ -580,6 +582,118 @@ fn redis_killed_during_a_refresh_loses_nothing() {
         r.posting().unwrap().is_none(),
         "the marker ends with the commit"
     );
+}
+
+/// A long-lived process whose pair was stranded in its host's journal (Redis SIGKILLed
+/// while its POST was in flight) commits it as soon as Redis is back, from its subscription's
+/// reconnect, even while it is idle: another host that needs a refresh after the marker
+/// window then adopts that pair. Before, the pair waited for the holder's next resolve,
+/// and the other host POSTed the spent token and got `invalid_grant`.
+#[test]
+fn a_stranded_pair_is_committed_when_redis_returns_before_another_host_spends_its_token() {
+    let mut s = server!();
+    let server = FakeServer::start();
+    let (ha, hb) = (host(&s), host(&s));
+    import_expired(&s, &server);
+    server.script(json!([{"delay_ms": 1500}]));
+    // The marker window is lease + HTTP timeout: 3 s.
+    let short = json!({"redis_lease_ms": 1000, "http_timeout_ms": 2000});
+    let cfg_a = fleet_cfg(&s, &server, ha.path(), short.clone());
+    let go = ha.path().join("go");
+    let mut reader = Command::new(bin("hap_reader"))
+        // Two resolves (the second starts its subscription), then idle.
+        .args([
+            cfg_a.to_string(),
+            go.display().to_string(),
+            "300".into(),
+            "rust".into(),
+            "2".into(),
+        ])
+        .env("HOME", ha.path())
+        .env_remove("XDG_STATE_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(reader.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains("ready"), "{line}");
+    std::fs::write(&go, (common::now_ms() + 60_000).to_string()).unwrap();
+    wait_for("the reader's POST", 20, || server.posts() == 1);
+    s.kill9();
+    // The answer arrives with Redis down: journal, served.
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let first: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(first["refreshed"], true, "{first}");
+    // Past the marker window before Redis returns.
+    std::thread::sleep(Duration::from_millis(3500));
+    s.restart();
+    let r = store(&s, "refresher");
+    wait_for("the reader to commit its stranded pair", 15, || {
+        r.read_pair().unwrap().unwrap().version == 2
+    });
+    // Another host needs a refresh now, with its own HOME and journal.
+    let (vb, eb) = common::worker_result(spawn_in(
+        hb.path(),
+        &fleet_cfg(&s, &server, hb.path(), short),
+        0,
+    ));
+    let b_sha = vb["token_sha256"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{vb} {eb}"));
+    assert!(
+        first["sha"].as_str().unwrap().starts_with(b_sha),
+        "{vb} {first}"
+    );
+    assert_eq!(server.posts(), 1);
+    assert_eq!(server.stats()["invalid_grant"], 0);
+    let _ = reader.kill();
+    let _ = reader.wait();
+}
+
+/// The same stranding with no process of the holder's host alive: another host refreshes
+/// first, after the marker window, and gets `invalid_grant`. The error names the process
+/// whose POST spent the token (`host:pid`) and says what to do; the holder's host's next
+/// process commits its pair, and the other host adopts it: nothing was lost.
+#[test]
+fn invalid_grant_after_a_stranded_post_names_its_host_and_the_holder_repairs_it() {
+    let mut s = server!();
+    let server = FakeServer::start();
+    let (ha, hb) = (host(&s), host(&s));
+    import_expired(&s, &server);
+    server.script(json!([{"delay_ms": 1500}]));
+    let short = json!({"redis_lease_ms": 1000, "http_timeout_ms": 2000});
+    let cfg_a = fleet_cfg(&s, &server, ha.path(), short.clone());
+    let cfg_b = fleet_cfg(&s, &server, hb.path(), short);
+    let a1 = spawn_in(ha.path(), &cfg_a, 0);
+    let a1_pid = a1.id();
+    wait_for("the holder's POST", 20, || server.posts() == 1);
+    s.kill9();
+    let (v1, e1) = common::worker_result(a1);
+    assert_eq!(v1["refreshed"], true, "{v1} {e1}");
+    std::thread::sleep(Duration::from_millis(3500));
+    s.restart();
+    let (vb, eb) = common::worker_result(spawn_in(hb.path(), &cfg_b, 0));
+    assert_eq!(vb["error"], "HAP_STATUS_REAUTH_REQUIRED", "{vb} {eb}");
+    let msg = vb["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(":{a1_pid} POSTed this refresh token")),
+        "{msg}"
+    );
+    assert_eq!(server.stats()["invalid_grant"], 1);
+    // The holder's host: its next process commits the journalled pair, no POST.
+    let (v2, e2) = common::worker_result(spawn_in(ha.path(), &cfg_a, 0));
+    assert_eq!(v2["token_sha256"], v1["token_sha256"], "{v2} {e2}");
+    assert_eq!(
+        store(&s, "refresher").read_pair().unwrap().unwrap().version,
+        2
+    );
+    // And the other host is back on the login.
+    let (vb2, eb2) = common::worker_result(spawn_in(hb.path(), &cfg_b, 0));
+    assert_eq!(vb2["token_sha256"], v1["token_sha256"], "{vb2} {eb2}");
+    assert_eq!(server.posts(), 2);
 }
 
 /// Redis stopped: a still-valid cached token goes on being served; once it expires the

@@ -11,6 +11,11 @@
 //! served, an expired one ends in `UNAVAILABLE` from the refresh, which cannot take the
 //! lease (fail closed: never an unlocked refresh).
 //!
+//! A pair stranded in this host's journal (the server answered while Redis was down, or a
+//! failover rolled Redis back) is committed by the transaction's journal replay, and also by
+//! every long-lived process whenever its subscription (re)connects (`recommit_stranded`),
+//! so it goes in before another host, finding the token it spent, POSTs that token.
+//!
 //! Built without the `redis` feature, `Fleet` has no values and a `redis_url` is refused.
 
 use crate::config::Config;
@@ -55,8 +60,8 @@ mod imp {
     use crate::journal::Journal;
     use crate::lock::{Held, LeaseSource, LockSpec, TakeLease};
     use crate::secret::{fingerprint, Secret};
-    use crate::store::redis::{Commit, RedisConfig, RedisStore, Subscription};
-    use std::path::PathBuf;
+    use crate::store::redis::{Commit, Posting, RedisConfig, RedisStore, Subscription};
+    use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, OnceLock, Weak};
     use std::time::Instant;
@@ -75,6 +80,9 @@ mod imp {
         marker_window_ms: i64,
         /// Itself, for the lease's lock data.
         me: Weak<Fleet>,
+        /// The last marker of another process this one saw (`posting_left_ms`), for the
+        /// `invalid_grant` that may follow its window (`spent_hint`).
+        seen_marker: std::sync::Mutex<Option<Posting>>,
     }
 
     fn host_label() -> String {
@@ -89,6 +97,11 @@ mod imp {
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
             .collect()
+    }
+
+    /// Who wrote a possibly-spent marker: the host and the process.
+    fn marker_label() -> String {
+        format!("{}:{}", host_label(), std::process::id())
     }
 
     /// This host's directory for the fleet journal and lock: `$XDG_STATE_HOME/hap`, else
@@ -132,6 +145,7 @@ mod imp {
                 lease_ms: cfg.redis_lease_ms,
                 marker_window_ms: (cfg.redis_lease_ms + cfg.http_timeout_ms) as i64,
                 me: me.clone(),
+                seen_marker: std::sync::Mutex::new(None),
             })))
         }
 
@@ -143,12 +157,27 @@ mod imp {
             self.consumer.load(Ordering::Relaxed)
         }
 
-        /// Starts the subscription (a long-lived handle's, like the store watch).
+        /// Starts the subscription (a long-lived handle's, like the store watch). Each time
+        /// it connects, this host's stranded pairs are committed (`recommit_stranded`).
         pub(crate) fn start_watch(&self) {
             if self.sub.get().is_some() {
                 return;
             }
-            if let Ok(s) = Subscription::start(self.store.config().clone()) {
+            // The callback owns its own handle, not the `Fleet`: a `Fleet` dropped on the
+            // subscriber thread would join that thread from itself.
+            let store = RedisStore::new(self.store.config().clone());
+            let journal = self.journal_store.clone();
+            let on_connect = Box::new(move || match recommit_stranded(&store, &journal) {
+                Ok(0) => {}
+                Ok(n) => crate::log::debug(format_args!(
+                    "fleet: {n} stranded pair(s) of this host committed on reconnect"
+                )),
+                Err(e) => crate::log::debug(format_args!(
+                    "fleet: stranded pairs not committed on reconnect: {}",
+                    e.status.name()
+                )),
+            });
+            if let Ok(s) = Subscription::start(self.store.config().clone(), on_connect) {
                 let _ = self.sub.set(s);
             }
         }
@@ -180,6 +209,41 @@ mod imp {
         }
     }
 
+    /// Commits the pairs this host's journal holds and Redis lacks: Redis holds the refresh
+    /// token an entry spent (the commit failed while Redis was down, or a failover rolled
+    /// Redis back), so that token is dead at the server and the entry is the login. Run when
+    /// the subscription (re)connects, so a long-lived process repairs Redis as soon as it is
+    /// back, not only at its next refresh: before this, a host that refreshed first after
+    /// the marker window POSTed the spent token and got `invalid_grant` (issue 16).
+    ///
+    /// No lock or lease: the write is the compare-and-set on the spent token, which is the
+    /// whole safety condition (only this entry can succeed that token), and the journal is
+    /// only read (`read_only`); the transaction's `settle` marks the entry committed later.
+    pub(super) fn recommit_stranded(store: &RedisStore, journal_store: &Path) -> Result<u32> {
+        let doc = Journal::for_store(journal_store).read_only()?;
+        let mut committed = 0;
+        // A chain of rotations Redis missed is followed like the transaction's step 4.
+        for _ in 0..doc.entries.len() {
+            let Some(stored) = store.read_pair()? else {
+                break;
+            };
+            let Some(e) = doc.replayable(GRANT, &stored.pair) else {
+                break;
+            };
+            match store.commit(Some(&e.spent), &e.pair(), e.scopes.as_deref())? {
+                Commit::Written(_) => committed += 1,
+                Commit::Moved => break,
+            }
+            if !e.rotated() {
+                break;
+            }
+        }
+        Ok(committed)
+    }
+
+    /// The fleet's grant key: the journal's entries are filed under it.
+    const GRANT: &str = "fleet";
+
     impl TakeLease for Fleet {
         fn take(&self, deadline: Instant) -> Result<Box<dyn Send>> {
             let lease = self
@@ -198,7 +262,7 @@ mod imp {
     /// no network call; otherwise `Unknown`, and every look reads Redis.
     impl Authority for Fleet {
         fn grant_key(&self) -> String {
-            "fleet".into()
+            GRANT.into()
         }
 
         fn name(&self) -> String {
@@ -283,26 +347,39 @@ mod imp {
         }
 
         fn mark_posting(&self, token_fp: &str, at_ms: i64) -> Result<()> {
-            self.store.mark_posting(token_fp, at_ms)
+            self.store.mark_posting(token_fp, at_ms, &marker_label())
         }
 
         fn posting_left_ms(&self, token_fp: &str, now: i64) -> Result<Option<i64>> {
-            Ok(self
-                .store
-                .posting()?
-                .filter(|p| p.token_fp == token_fp)
-                .map(|p| {
-                    p.at_ms
-                        .saturating_add(self.marker_window_ms)
-                        .saturating_sub(now)
-                        .clamp(0, self.marker_window_ms)
-                }))
+            let marker = self.store.posting()?.filter(|p| p.token_fp == token_fp);
+            if let Some(p) = marker.as_ref().filter(|p| p.host != Some(marker_label())) {
+                *self.seen_marker.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+            }
+            Ok(marker.map(|p| {
+                p.at_ms
+                    .saturating_add(self.marker_window_ms)
+                    .saturating_sub(now)
+                    .clamp(0, self.marker_window_ms)
+            }))
         }
 
         fn clear_posting(&self, token_fp: &str) {
             if let Err(e) = self.store.clear_posting(token_fp) {
                 crate::log::debug(format_args!("fleet: marker not cleared: {e}"));
             }
+        }
+
+        fn spent_hint(&self, token_fp: &str) -> Option<String> {
+            let seen = self.seen_marker.lock().unwrap_or_else(|e| e.into_inner());
+            let p = seen.as_ref().filter(|p| p.token_fp == token_fp)?;
+            let ago_s = (crate::clock::now_ms() - p.at_ms).max(0) / 1000;
+            Some(format!(
+                "{} POSTed this refresh token {ago_s} s ago and its answer never reached                  Redis. If hap there kept the answer in its journal, any hap call on that host                  (`hap token`) puts it back and every host adopts it; log in again only if                  that fails (docs/FLEET.md)",
+                p.host
+                    .as_deref()
+                    .map(|h| format!("the process {h}"))
+                    .unwrap_or_else(|| "another host".into())
+            ))
         }
     }
 }
@@ -475,7 +552,8 @@ pub mod admin {
 
     /// The fleet's authority now, without a secret: `redis_url`, `redis_prefix`, `role`
     /// (refresher or consumer: what this ACL user may read), `version`, `expires_at_ms`,
-    /// `lease_holder`, `lease_ttl_ms`, `possibly_spent_since_ms`.
+    /// `lease_holder`, `lease_ttl_ms`, `possibly_spent_since_ms`, `possibly_spent_by` (the
+    /// process that POSTed, `host:pid`).
     pub fn status(cfg: &Config) -> Result<Value> {
         let redis = store(cfg)?;
         let (role, version, expires) = match redis.read_pair() {
@@ -498,7 +576,8 @@ pub mod admin {
             "expires_at_ms": expires,
             "lease_holder": lease.as_ref().map(|l| &l.0),
             "lease_ttl_ms": lease.as_ref().map(|l| l.1),
-            "possibly_spent_since_ms": posting.map(|p| p.at_ms),
+            "possibly_spent_since_ms": posting.as_ref().map(|p| p.at_ms),
+            "possibly_spent_by": posting.and_then(|p| p.host),
         }))
     }
 }

@@ -1037,9 +1037,16 @@ impl Refresher<'_> {
             .flatten()
             .map(|p| p.access.fingerprint());
         self.ledger.mark_dead(&row.id, code, dead_fp)?;
+        let hint = spent
+            .refresh
+            .as_ref()
+            .and_then(|r| a.spent_hint(&r.fingerprint()));
         Err(Error::new(
             Status::ReauthRequired,
-            format!("the token endpoint rejected the grant ({code}): log in again"),
+            match hint {
+                Some(h) => format!("the token endpoint rejected the grant ({code}): {h}"),
+                None => format!("the token endpoint rejected the grant ({code}): log in again"),
+            },
         )
         .with_credential(&row.id))
     }

@@ -158,4 +158,11 @@ pub trait Authority: Send + Sync {
 
     /// The token endpoint answered without spending `token_fp`: its marker ends.
     fn clear_posting(&self, _token_fp: &str) {}
+
+    /// After `invalid_grant` on `token_fp`: what the store knows of who spent it, for the
+    /// error (the fleet names the host whose unanswered POST may hold the successor in its
+    /// journal: running hap there restores the login, no new login needed).
+    fn spent_hint(&self, _token_fp: &str) -> Option<String> {
+        None
+    }
 }

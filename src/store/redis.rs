@@ -214,11 +214,14 @@ pub struct Access {
 }
 
 /// The possibly-spent marker: a POST of the token with this fingerprint went out at `at_ms`
-/// and its answer is not committed yet.
+/// from `host` and its answer is not committed yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Posting {
     pub token_fp: String,
     pub at_ms: i64,
+    /// The host label of the process that POSTed (its answer, if any, is in that host's
+    /// journal); `None` in a marker written before hap recorded it.
+    pub host: Option<String>,
 }
 
 /// Result of a compare-and-set write of the pair.
@@ -489,9 +492,9 @@ impl RedisStore {
         .map(|_| ())
     }
 
-    /// Records that a POST of the token with fingerprint `token_fp` is about to go out. An
-    /// error means the marker is not there: do not POST.
-    pub fn mark_posting(&self, token_fp: &str, at_ms: i64) -> Result<()> {
+    /// Records that a POST of the token with fingerprint `token_fp` is about to go out from
+    /// `host`. An error means the marker is not there: do not POST.
+    pub fn mark_posting(&self, token_fp: &str, at_ms: i64, host: &str) -> Result<()> {
         let key = self.cfg.key("posting");
         self.with_con("write of the possibly-spent marker", |c| {
             redis::pipe()
@@ -505,6 +508,8 @@ impl RedisStore {
                 .arg(token_fp)
                 .arg("at_ms")
                 .arg(at_ms)
+                .arg("host")
+                .arg(host)
                 .ignore()
                 // A marker outlives any watch: a day, so a forgotten one cannot stay forever.
                 .cmd("PEXPIRE")
@@ -521,7 +526,11 @@ impl RedisStore {
         let fields = self.with_con("read of the possibly-spent marker", |c| hgetall(c, &key))?;
         Ok(
             match (field_str(&fields, "token"), field_num(&fields, "at_ms")) {
-                (Some(token_fp), Some(at_ms)) => Some(Posting { token_fp, at_ms }),
+                (Some(token_fp), Some(at_ms)) => Some(Posting {
+                    token_fp,
+                    at_ms,
+                    host: field_str(&fields, "host"),
+                }),
                 _ => None,
             },
         )
@@ -713,6 +722,10 @@ impl Drop for Lease {
 /// A subscription to the rotation channel: a thread that bumps `generation` at every
 /// published version and whenever its connection is lost or restored (a rotation may have
 /// been missed meanwhile). The hot path compares generations: no network call.
+///
+/// `on_connect` runs on that thread each time the subscription is (re)established: Redis
+/// is reachable again, the moment a pair this host could not commit while it was down (or
+/// lost in a failover) must go in, before another host spends the token it replaced.
 pub struct Subscription {
     generation: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
@@ -721,7 +734,10 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub fn start(cfg: RedisConfig) -> Result<Subscription> {
+    pub fn start(
+        cfg: RedisConfig,
+        on_connect: Box<dyn Fn() + Send + 'static>,
+    ) -> Result<Subscription> {
         let generation = Arc::new(AtomicU64::new(0));
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -730,7 +746,7 @@ impl Subscription {
                 (generation.clone(), connected.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("hap-fleet-sub".into())
-                .spawn(move || subscriber(cfg, generation, connected, stop))
+                .spawn(move || subscriber(cfg, generation, connected, stop, on_connect))
                 .map_err(|e| Error::internal(format!("subscription thread: {e}")))?
         };
         Ok(Subscription {
@@ -759,6 +775,7 @@ fn subscriber(
     generation: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    on_connect: Box<dyn Fn() + Send + 'static>,
 ) {
     let channel = cfg.channel();
     let mut backoff = Duration::from_millis(50);
@@ -782,6 +799,8 @@ fn subscriber(
         connected.store(true, Ordering::Release);
         // Subscribed now: anything published before is re-read once.
         generation.fetch_add(1, Ordering::AcqRel);
+        // After subscribing, so a rotation it commits is seen as one by this process too.
+        on_connect();
         while !stop.load(Ordering::Relaxed) {
             match ps.get_message() {
                 Ok(_) => {

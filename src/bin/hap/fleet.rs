@@ -124,8 +124,12 @@ mod imp {
                 }
                 if let Some(at) = doc["possibly_spent_since_ms"].as_i64() {
                     outln(&format!(
-                        "  a POST went out at {} and its answer is not committed yet",
-                        instant(at)
+                        "  a POST went out at {}{} and its answer is not committed yet",
+                        instant(at),
+                        doc["possibly_spent_by"]
+                            .as_str()
+                            .map(|h| format!(" from {h}"))
+                            .unwrap_or_default()
                     ));
                 }
                 Ok(ExitCode::SUCCESS)
