@@ -44,9 +44,6 @@ impl Fleet {
     pub(crate) fn authority(&self) -> std::sync::Arc<dyn crate::authority::Authority> {
         match *self {}
     }
-    pub(crate) fn is_consumer(&self) -> bool {
-        match *self {}
-    }
     pub(crate) fn start_watch(&self) {
         match *self {}
     }
@@ -55,7 +52,7 @@ impl Fleet {
 #[cfg(feature = "redis")]
 mod imp {
     use super::*;
-    use crate::authority::{Authority, PairRead, Stamp, Written};
+    use crate::authority::{Authority, Deferred, PairRead, Stamp, Written};
     use crate::error::Status;
     use crate::journal::Journal;
     use crate::lock::{Held, LeaseSource, LockSpec, TakeLease};
@@ -153,7 +150,7 @@ mod imp {
             self.clone()
         }
 
-        pub(crate) fn is_consumer(&self) -> bool {
+        fn is_consumer(&self) -> bool {
             self.consumer.load(Ordering::Relaxed)
         }
 
@@ -344,6 +341,23 @@ mod imp {
 
         fn journal(&self) -> Result<Journal> {
             Ok(Journal::for_store(&self.journal_store))
+        }
+
+        /// A consumer host (its ACL user may not read the pair, learnt at the first
+        /// refusal) never refreshes: it serves what Redis has and waits for a refresher
+        /// host's rotation, which its subscription brings at once.
+        fn refresh_deferred(&self) -> Option<Deferred> {
+            self.is_consumer().then(|| Deferred {
+                refresher: "this host is a fleet consumer (its Redis ACL user reads the access \
+                            token only): a refresher host rotates the login; run `hap token` \
+                            on one if none is running (docs/FLEET.md)"
+                    .into(),
+                when_gone: "the fleet's Redis holds no login: `hap fleet import` on a refresher \
+                            host (docs/FLEET.md)"
+                    .into(),
+                // A rotation is published the moment it is committed.
+                retry_ms: 1000,
+            })
         }
 
         fn mark_posting(&self, token_fp: &str, at_ms: i64) -> Result<()> {

@@ -794,21 +794,14 @@ impl Pool {
         if !force && is_fresh(&row, &pair, min_validity, now) {
             return Ok(Self::token_of(&row, pair, false));
         }
-        if self.fleet.as_ref().is_some_and(|f| f.is_consumer()) {
-            // A fleet consumer never refreshes (its ACL user cannot read the refresh
-            // token): it serves what Redis has and waits for a refresher host's rotation.
-            if not_expired(&pair, now) && !is_rejected(&row, &pair) {
-                return Ok(Self::token_of(&row, pair, false));
-            }
-            return Err(Error::new(
-                Status::Unavailable,
-                "this host is a fleet consumer: its token has expired and a refresher host \
-                 has not rotated the login yet",
-            )
-            .with_retry_at(Some(now.saturating_add(1000)))
-            .with_credential(id));
-        }
-        let refreshable = row.is_oauth() && row.kind() != Kind::Foreign && pair.refresh.is_some();
+        let authority = self.authority(&row);
+        // A store someone else refreshes (a fleet consumer holds no refresh token) still
+        // goes to the refresher, which serves it or says who refreshes it.
+        let deferred = authority
+            .as_ref()
+            .is_some_and(|a| a.refresh_deferred().is_some());
+        let refreshable =
+            row.is_oauth() && row.kind() != Kind::Foreign && (pair.refresh.is_some() || deferred);
         if !refreshable {
             if not_expired(&pair, now) && !is_rejected(&row, &pair) {
                 return Ok(Self::token_of(&row, pair, false));
@@ -819,7 +812,7 @@ impl Pool {
             )
             .with_credential(id));
         }
-        let Some(authority) = self.authority(&row) else {
+        let Some(authority) = authority else {
             return Err(Error::internal("a row whose store is not configured").with_credential(id));
         };
         match self

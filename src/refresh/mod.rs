@@ -451,9 +451,9 @@ impl Refresher<'_> {
         min_validity: u64,
         may_retry: bool,
     ) -> Result<Outcome> {
-        // Claude Code owns its login (`owned.rs`): no lock, no journal, no POST.
-        if a.refresh_deferred() {
-            return self.claude_code_owned(a, row, stale, force);
+        // Someone else refreshes this login (`owned.rs`): no lock, no journal, no POST.
+        if let Some(d) = a.refresh_deferred() {
+            return self.deferred(a, &d, row, stale, force);
         }
         // An unsaved pair of this process is served whatever else fails before it is saved.
         let or_unsaved = |e: Error| match self.fresh_unsaved(key, row, min_validity) {

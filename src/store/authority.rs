@@ -64,6 +64,19 @@ pub enum Written {
     Moved,
 }
 
+/// Who refreshes a store whose refresh is not hap's ([`Authority::refresh_deferred`]), in
+/// the words its errors use.
+#[derive(Clone, Debug)]
+pub struct Deferred {
+    /// Why hap does not refresh, and what refreshes it instead: "Claude Code owns this
+    /// login (defer_refresh_to_claude_code): hap does not refresh it. Run `claude` ...".
+    pub refresher: String,
+    /// What to do when the store holds no login at all.
+    pub when_gone: String,
+    /// When a caller should look again, in ms.
+    pub retry_ms: i64,
+}
+
 /// Where one login's token pair lives: the contract between a store and hap's refresh
 /// transaction (`src/refresh/mod.rs`) and pool (`src/pool/mod.rs`), which use nothing else
 /// of it.
@@ -136,11 +149,13 @@ pub trait Authority: Send + Sync {
         Ok(RequestShape::default())
     }
 
-    /// Another program refreshes this pair and hap must never POST on it: Claude Code's
-    /// file with `defer_refresh_to_claude_code` (issue 12, item 5). The refresher then only
-    /// serves the store's pair while it is valid, takes no lock and writes nothing.
-    fn refresh_deferred(&self) -> bool {
-        false
+    /// Someone else refreshes this pair and hap must never POST on it: Claude Code's file
+    /// with `defer_refresh_to_claude_code` (issue 12, item 5), or the fleet's login on a
+    /// consumer host (issue 16). The refresher then only serves the store's pair while it
+    /// is valid, adopts a rotation at once, takes no lock and writes nothing; past that it
+    /// answers `UNAVAILABLE` with what [`Deferred`] says.
+    fn refresh_deferred(&self) -> Option<Deferred> {
+        None
     }
 
     /// A store shared beyond this machine (the fleet's Redis, issue 16) keeps the

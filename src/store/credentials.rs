@@ -6,7 +6,7 @@
 //! its order: Hermes once dropped `subscriptionType`, which pushed Claude Code into API-key
 //! mode. A file hap cannot parse is never overwritten.
 
-use crate::authority::{Authority, PairRead, Stamp, Written};
+use crate::authority::{Authority, Deferred, PairRead, Stamp, Written};
 use crate::error::{Error, Result};
 use crate::fsio::{self, FileStamp};
 use crate::journal::Journal;
@@ -530,8 +530,18 @@ impl Authority for CredentialsFile {
         CredentialsFile::request_shape(self)
     }
 
-    fn refresh_deferred(&self) -> bool {
-        self.deferred
+    fn refresh_deferred(&self) -> Option<Deferred> {
+        self.deferred.then(|| Deferred {
+            refresher: "Claude Code owns this login (defer_refresh_to_claude_code): hap does \
+                        not refresh it. Run `claude` (any prompt) to refresh it; hap picks up \
+                        the new token at once"
+                .into(),
+            when_gone: "the login is gone from its store: log in again with Claude Code \
+                        (`claude`, then /login)"
+                .into(),
+            // Claude Code refreshes as soon as it is used.
+            retry_ms: 30_000,
+        })
     }
 
     fn journal(&self) -> Result<Journal> {

@@ -29,7 +29,7 @@
 //!   beside the credentials file.
 //! * **Stamp**: [`Stamp::Unknown`], every decision re-reads the item.
 
-use crate::authority::{Authority, PairRead, Stamp, Written};
+use crate::authority::{Authority, Deferred, PairRead, Stamp, Written};
 use crate::credentials::{self, CredentialsFile, Issued, RequestShape, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::journal::Journal;
@@ -505,7 +505,7 @@ impl Authority for KeychainStore {
         }
     }
 
-    fn refresh_deferred(&self) -> bool {
+    fn refresh_deferred(&self) -> Option<Deferred> {
         self.file.refresh_deferred()
     }
 }
