@@ -896,5 +896,14 @@ def main():
         sys.exit(1)
 
 
+def _exit_on_signal(signum, _frame):
+    # race.py is the PID namespace's init (run): the kernel delivers it only the signals it
+    # handles. Exiting (after the `finally` cleanups) ends the namespace, and the kernel
+    # kills every Claude Code still in it.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     main()
