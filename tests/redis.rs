@@ -487,6 +487,34 @@ fn m_hosts_by_n_processes_make_exactly_one_post_per_rotation() {
     );
 }
 
+/// A long-lived process of host `home` (examples/hap_reader.rs, `args` after its config and
+/// go file): started, ready, and told to run for `run_ms`. Its stdout has a JSON line per
+/// resolve.
+fn start_reader(
+    home: &Path,
+    cfg: &Value,
+    run_ms: i64,
+    args: &[&str],
+) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
+    let go = home.join("go");
+    let mut reader = Command::new(bin("hap_reader"))
+        .arg(cfg.to_string())
+        .arg(&go)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_STATE_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(reader.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains("ready"), "{line}");
+    std::fs::write(&go, (common::now_ms() + run_ms).to_string()).unwrap();
+    (reader, out)
+}
+
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -599,27 +627,9 @@ fn a_stranded_pair_is_committed_when_redis_returns_before_another_host_spends_it
     // The marker window is lease + HTTP timeout: 3 s.
     let short = json!({"redis_lease_ms": 1000, "http_timeout_ms": 2000});
     let cfg_a = fleet_cfg(&s, &server, ha.path(), short.clone());
-    let go = ha.path().join("go");
-    let mut reader = Command::new(bin("hap_reader"))
-        // Two resolves (the second starts its subscription), then idle.
-        .args([
-            cfg_a.to_string(),
-            go.display().to_string(),
-            "300".into(),
-            "rust".into(),
-            "2".into(),
-        ])
-        .env("HOME", ha.path())
-        .env_remove("XDG_STATE_HOME")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(reader.stdout.take().unwrap());
+    // Two resolves (the second starts its subscription), then idle.
+    let (mut reader, mut out) = start_reader(ha.path(), &cfg_a, 60_000, &["300", "rust", "2"]);
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert!(line.contains("ready"), "{line}");
-    std::fs::write(&go, (common::now_ms() + 60_000).to_string()).unwrap();
     wait_for("the reader's POST", 20, || server.posts() == 1);
     s.kill9();
     // The answer arrives with Redis down: journal, served.
@@ -709,20 +719,7 @@ fn redis_down_serves_a_valid_cached_token_then_fails_closed() {
     s.cli(&["HSET", "hap:pair", "expires_at_ms", &soon]);
     s.cli(&["HSET", "hap:access", "expires_at_ms", &soon]);
     let cfg = fleet_cfg(&s, &server, ha.path(), json!({}));
-    let go = ha.path().join("go");
-    let mut reader = Command::new(bin("hap_reader"))
-        .args([cfg.to_string(), go.display().to_string(), "100".into()])
-        .env("HOME", ha.path())
-        .env_remove("XDG_STATE_HOME")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(reader.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert!(line.contains("ready"), "{line}");
-    std::fs::write(&go, (common::now_ms() + 4000).to_string()).unwrap();
+    let (mut reader, out) = start_reader(ha.path(), &cfg, 4000, &["100"]);
     std::thread::sleep(Duration::from_millis(500));
     s.kill9();
     let mut lines = Vec::new();
