@@ -18,7 +18,7 @@ pub use crate::lock::{flock_is_free, lock_owner, pid_alive, LockOwner, REFRESH_L
 pub use crate::pool::default_pool_without_hermes;
 pub use crate::pool::policy::parse_reset_at_s;
 pub use crate::secret::{fingerprint, is_oauth_token};
-pub use crate::store::credentials::{json_ms, TokenPair, REFRESH_EXPIRY_WARN_MS};
+pub use crate::store::credentials::{json_ms, LoginSummary, TokenPair, REFRESH_EXPIRY_WARN_MS};
 pub use crate::store::fsio::{is_temp_file_name, read_with_stamp, write_target};
 pub use crate::store::journal::{Backoff, JournalSummary, Post, Uncommitted};
 pub use crate::store::pool_file::Row;
@@ -31,6 +31,54 @@ pub struct CredentialsPaths {
     /// Claude Code's own refresh lock directories, in the order hap takes them:
     /// `.oauth_refresh.lock`, then `<realpath(dir)>.lock` (`~/.claude.lock`, issue 12).
     pub refresh_lock_dirs: Vec<PathBuf>,
+}
+
+/// The macOS Keychain item a config reads Claude Code's login from (`credentials_store`
+/// `keychain`, or `auto` on macOS), as `hap doctor` reports it.
+#[derive(Clone, Debug)]
+pub struct KeychainLogin {
+    pub service: String,
+    pub account: String,
+    pub program: PathBuf,
+    /// `Ok(None)`: no item, the credentials file is the store (Claude Code's order). An
+    /// error says what to do (a locked keychain, no `security` program, a corrupt item).
+    pub item: Result<Option<LoginSummary>>,
+}
+
+/// The Keychain item of `cfg`, read once; `None` when the config does not use the Keychain.
+pub fn keychain_login(cfg: &crate::config::Config) -> Option<KeychainLogin> {
+    if !cfg.credentials_store.uses_keychain() {
+        return None;
+    }
+    let file = CredentialsFile::new(cfg.credentials_path.clone()?);
+    let k = crate::store::keychain::KeychainStore::new(cfg.security_program.clone(), file);
+    Some(KeychainLogin {
+        service: k.service().to_string(),
+        account: k.account().to_string(),
+        program: cfg.security_program.clone(),
+        item: k.summary(),
+    })
+}
+
+/// Claude Code's login where `cfg` reads it, for reports: the Keychain item when the config
+/// uses the Keychain and there is one, else the credentials file. The name says which, for
+/// messages; `None` when neither exists.
+pub fn claude_code_login(cfg: &crate::config::Config) -> Result<Option<(String, LoginSummary)>> {
+    if let Some(k) = keychain_login(cfg) {
+        if let Some(s) = k.item? {
+            let name = format!(
+                "macOS Keychain item '{}' (account '{}')",
+                k.service, k.account
+            );
+            return Ok(Some((name, s)));
+        }
+    }
+    let Some(path) = &cfg.credentials_path else {
+        return Ok(None);
+    };
+    Ok(CredentialsFile::new(path.clone())
+        .summary()?
+        .map(|s| (path.display().to_string(), s)))
 }
 
 /// The lock paths of the credentials file at `path`.

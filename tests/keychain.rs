@@ -557,3 +557,157 @@ fn a_security_that_hangs_is_stopped_and_reported() {
     // Stopped at hap's bound, not after the fake's 30 s.
     assert!(started.elapsed() < std::time::Duration::from_secs(25));
 }
+
+mod reports {
+    //! `hap doctor` and `hap status` read the login where the config does: on a Mac, Claude
+    //! Code keeps it in the Keychain item and may have no credentials file at all. Before,
+    //! doctor warned "does not exist: no Claude Code login" there, and status missed the
+    //! refresh token's expiry.
+    use super::*;
+
+    fn hap_cli(mac: &Mac, cfg: &Value, args: &[&str]) -> (i32, String) {
+        let file = mac.home.dir.path().join("hap-config.json");
+        std::fs::write(&file, cfg.to_string()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_hap"))
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .env("HOME", mac.home.dir.path())
+            .env_remove("HAP_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        for text in [&stdout, &stderr] {
+            assert!(!text.contains("sk-ant-oat01-kc"), "a token in the output");
+            assert!(!text.contains("sk-ant-ort01-kc"), "a token in the output");
+        }
+        (out.status.code().unwrap_or(-1), stdout + &stderr)
+    }
+
+    fn credentials_findings(out: &str) -> Vec<Value> {
+        let doc: Value = serde_json::Deserializer::from_str(out)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{out}"))
+            .unwrap_or_else(|e| panic!("{e}: {out}"));
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"] == "credentials" || f["check"] == "refresh expiry")
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn doctor_reads_the_login_from_the_keychain_item_when_there_is_no_file() {
+        let server = FakeServer::start();
+        let mac = Mac::new();
+        let mut login = Mac::login(
+            "sk-ant-oat01-kc-fake-a1",
+            "sk-ant-ort01-kc-fake-r1",
+            now_ms() + 3_600_000,
+        );
+        // The refresh token itself runs out in two days: a warning either store must give.
+        login["claudeAiOauth"]["refreshTokenExpiresAt"] = json!(now_ms() + 2 * 86_400_000);
+        mac.put_item(SERVICE, &login);
+        assert!(!mac.home.creds_path().exists());
+        let cfg = mac.config(&server);
+        let (_, out) = hap_cli(&mac, &cfg, &["doctor", "--json"]);
+        let found = credentials_findings(&out);
+        let text = |level: &str| -> Vec<String> {
+            found
+                .iter()
+                .filter(|f| f["level"] == level)
+                .map(|f| f["what"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(
+            text("ok")
+                .iter()
+                .any(|w| w.contains("Keychain item 'Claude Code-credentials'")
+                    && w.contains("parses; the login's access token expires in")),
+            "{found:#?}"
+        );
+        assert!(
+            !text("warn").iter().any(|w| w.contains("does not exist")),
+            "{found:#?}"
+        );
+        assert!(
+            text("warn")
+                .iter()
+                .any(|w| w.contains("Keychain item") && w.contains("refresh token itself expires")),
+            "{found:#?}"
+        );
+        // hap status says the same of the refresh token, and names the item.
+        let (code, out) = hap_cli(&mac, &cfg, &["status"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("The refresh token in macOS Keychain item 'Claude Code-credentials'"),
+            "{out}"
+        );
+        assert_eq!(server.posts(), 0);
+    }
+
+    #[test]
+    fn doctor_says_a_locked_keychain_is_locked_not_that_there_is_no_login() {
+        let server = FakeServer::start();
+        let mac = Mac::new();
+        mac.put_item(
+            SERVICE,
+            &Mac::login(
+                "sk-ant-oat01-kc-fake-a1",
+                "sk-ant-ort01-kc-fake-r1",
+                now_ms() + 3_600_000,
+            ),
+        );
+        std::fs::write(mac.kc("locked"), "").unwrap();
+        let (_, out) = hap_cli(&mac, &mac.config(&server), &["doctor", "--json"]);
+        let found = credentials_findings(&out);
+        let errors: Vec<&Value> = found.iter().filter(|f| f["level"] == "error").collect();
+        assert_eq!(errors.len(), 1, "{found:#?}");
+        assert!(
+            errors[0]["what"]
+                .as_str()
+                .unwrap()
+                .contains("the keychain is locked"),
+            "{found:#?}"
+        );
+        assert!(
+            errors[0]["fix"]
+                .as_str()
+                .unwrap()
+                .contains("credentials_store"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn with_no_keychain_item_doctor_checks_the_file_as_claude_code_reads_it() {
+        let server = FakeServer::start();
+        let mac = Mac::new();
+        mac.home.write_creds(
+            "sk-ant-oat01-kc-fake-a1",
+            "sk-ant-ort01-kc-fake-r1",
+            now_ms() + 3_600_000,
+        );
+        let (_, out) = hap_cli(&mac, &mac.config(&server), &["doctor", "--json"]);
+        let found = credentials_findings(&out);
+        assert!(
+            found.iter().any(|f| f["level"] == "info"
+                && f["what"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no macOS Keychain item")),
+            "{found:#?}"
+        );
+        let file = mac.home.creds_path().display().to_string();
+        assert!(
+            found
+                .iter()
+                .any(|f| f["level"] == "ok" && f["what"].as_str().unwrap().starts_with(&file)),
+            "{found:#?}"
+        );
+    }
+}

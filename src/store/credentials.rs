@@ -103,6 +103,33 @@ pub fn request_shape(oauth: &Map<String, Value>) -> RequestShape {
     }
 }
 
+/// The facts of a login (in Claude Code's file or its Keychain item, which hold the same
+/// JSON) a report needs, and no key but the login's pair.
+#[derive(Clone, Debug)]
+pub struct LoginSummary {
+    /// `None`: no usable login (no `claudeAiOauth.accessToken`).
+    pub pair: Option<TokenPair>,
+    /// `claudeAiOauth.subscriptionType` is there (Claude Code may fall back to API-key mode
+    /// without it).
+    pub has_subscription_type: bool,
+    /// `claudeAiOauth.refreshTokenExpiresAt`, when positive.
+    pub refresh_expires_at_ms: Option<i64>,
+}
+
+impl LoginSummary {
+    pub(crate) fn of(root: &Map<String, Value>, pair: Option<TokenPair>) -> LoginSummary {
+        let oauth = root.get("claudeAiOauth");
+        LoginSummary {
+            pair,
+            has_subscription_type: oauth.is_some_and(|o| o.get("subscriptionType").is_some()),
+            refresh_expires_at_ms: oauth
+                .and_then(|o| o.get("refreshTokenExpiresAt"))
+                .and_then(json_ms)
+                .filter(|t| *t > 0),
+        }
+    }
+}
+
 /// A parsed read of the file: the pair (None when there is no usable login) and the stamp
 /// of the bytes it came from.
 #[derive(Clone, Debug)]
@@ -372,6 +399,13 @@ impl CredentialsFile {
             .map(|(_, stamp, _, pair)| CredentialsRead { stamp, pair }))
     }
 
+    /// What a report (`hap doctor`, `hap status`) needs of the login; `None`: no file.
+    pub fn summary(&self) -> Result<Option<LoginSummary>> {
+        Ok(self
+            .read_parsed()?
+            .map(|(_, _, root, pair)| LoginSummary::of(&root, pair)))
+    }
+
     /// The file's bytes, stamp, root object and pair. Claude Code 2.1.126 and older write
     /// this file in place (`writeFileSync`: truncate, then write), so a read can land
     /// between the two and see an empty or cut file: one `hap token` in 168 of the interop
@@ -414,12 +448,7 @@ impl CredentialsFile {
 
     /// `claudeAiOauth.refreshTokenExpiresAt`, when the file has one.
     pub fn refresh_expires_at_ms(&self) -> Result<Option<i64>> {
-        Ok(self.read_parsed()?.and_then(|(_, _, root, _)| {
-            root.get("claudeAiOauth")
-                .and_then(|o| o.get("refreshTokenExpiresAt"))
-                .and_then(json_ms)
-                .filter(|t| *t > 0)
-        }))
+        Ok(self.summary()?.and_then(|s| s.refresh_expires_at_ms))
     }
 
     /// Replaces the token fields, and only those. The caller holds `.credentials.lock`.

@@ -30,7 +30,7 @@
 //! * **Stamp**: [`Stamp::Unknown`], every decision re-reads the item.
 
 use crate::authority::{Authority, Deferred, PairRead, Stamp, Written};
-use crate::credentials::{self, CredentialsFile, Issued, RequestShape, TokenPair};
+use crate::credentials::{self, CredentialsFile, Issued, LoginSummary, RequestShape, TokenPair};
 use crate::error::{Error, Result, Status};
 use crate::journal::Journal;
 use crate::lock::{Held, LockSpec};
@@ -352,6 +352,15 @@ impl KeychainStore {
         }
         let (root, pair) = credentials::parse(Path::new(&self.item_name()), text)?;
         Ok(Item::Present { root, pair })
+    }
+
+    /// What `hap doctor` checks of the item (`inspect::keychain_login`): `None` when there is
+    /// no item (the credentials file is the store then).
+    pub fn summary(&self) -> Result<Option<LoginSummary>> {
+        Ok(match self.read_item()? {
+            Item::Absent => None,
+            Item::Present { root, pair } => Some(LoginSummary::of(&root, pair)),
+        })
     }
 
     /// Saves `root` as the item, through `security -i`'s standard input.

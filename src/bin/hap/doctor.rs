@@ -212,14 +212,13 @@ impl Doctor<'_> {
 
     /// The refresh token's own expiry (`claudeAiOauth.refreshTokenExpiresAt`): once it has
     /// passed, every refresh fails and only a new login helps.
-    fn refresh_expiry(&mut self, path: &Path, at: i64) {
+    fn refresh_expiry(&mut self, what: &str, at: i64) {
         let fix = "log in again with Claude Code (`claude`, then /login) before then";
         if at <= self.now {
             self.error(
                 "refresh expiry",
                 format!(
-                    "{}: the refresh token expired {} ago: refreshes fail (REAUTH_REQUIRED)",
-                    path.display(),
+                    "{what}: the refresh token expired {} ago: refreshes fail (REAUTH_REQUIRED)",
                     human_ms(self.now.saturating_sub(at))
                 ),
                 "log in again with Claude Code (`claude`, then /login)",
@@ -228,9 +227,8 @@ impl Doctor<'_> {
             self.warn(
                 "refresh expiry",
                 format!(
-                    "{}: the refresh token itself expires {}; after that every refresh fails \
+                    "{what}: the refresh token itself expires {}; after that every refresh fails \
                      and hap answers REAUTH_REQUIRED",
-                    path.display(),
                     relative(at, self.now)
                 ),
                 fix,
@@ -239,8 +237,7 @@ impl Doctor<'_> {
             self.ok(
                 "refresh expiry",
                 format!(
-                    "{}: the refresh token expires {}",
-                    path.display(),
+                    "{what}: the refresh token expires {}",
                     relative(at, self.now)
                 ),
             );
@@ -346,6 +343,13 @@ impl Doctor<'_> {
             self.info("credentials", "no credentials file configured");
             return;
         };
+        // On macOS (or with credentials_store "keychain") Claude Code's login is in the
+        // Keychain first; the file is only its fallback, and may rightly not exist.
+        if let Some(k) = hap::inspect::keychain_login(self.cfg) {
+            if self.keychain(k, &path) {
+                return;
+            }
+        }
         let link = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -455,13 +459,98 @@ impl Doctor<'_> {
         };
         let raw = read_json(&path).ok().flatten().unwrap_or(Value::Null);
         let oauth = &raw["claudeAiOauth"];
-        if oauth.get("subscriptionType").is_none() {
+        self.login(
+            &path.display().to_string(),
+            &format!("credentials file {}", path.display()),
+            pair,
+            oauth.get("subscriptionType").is_some(),
+            json_ms(&oauth["refreshTokenExpiresAt"]).filter(|t| *t > 0),
+        );
+    }
+
+    /// The Keychain item of the login (`credentials_store`). True when it settles the
+    /// check (the item is the store, or it cannot be read); false when there is no item and
+    /// the file is the store, as for Claude Code.
+    fn keychain(&mut self, k: hap::inspect::KeychainLogin, path: &Path) -> bool {
+        let item = format!(
+            "macOS Keychain item '{}' (account '{}')",
+            k.service, k.account
+        );
+        let summary = match k.item {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                self.info(
+                    "credentials",
+                    format!("no {item}: the credentials file is the store, as for Claude Code"),
+                );
+                return false;
+            }
+            Err(e) => {
+                // The store's messages say what to do (unlock, the program, the item).
+                self.error(
+                    "credentials",
+                    e.message,
+                    format!(
+                        "until then hap cannot read the login; config key credentials_store \
+                         \"file\" makes it use {} instead",
+                        path.display()
+                    ),
+                );
+                return true;
+            }
+        };
+        // The locks and the journal are beside the file, which may not exist.
+        let lock = hap::inspect::credentials_paths(path).lock;
+        self.writable(
+            "credentials",
+            path,
+            &lock,
+            "the refresh locks cannot be taken and every refresh fails with HAP_STATUS_IO",
+        );
+        if path.exists() {
+            self.info(
+                "credentials",
+                format!(
+                    "{} exists too: Claude Code and hap read the Keychain item first; the file \
+                     is a fallback copy",
+                    path.display()
+                ),
+            );
+        }
+        let Some(pair) = summary.pair else {
+            self.warn(
+                "credentials",
+                format!("{item} holds no login (no claudeAiOauth.accessToken)"),
+                "log in with Claude Code (`claude`, then /login)",
+            );
+            return true;
+        };
+        self.login(
+            &item,
+            &item,
+            pair,
+            summary.has_subscription_type,
+            summary.refresh_expires_at_ms,
+        );
+        true
+    }
+
+    /// The checks of a login wherever it is stored (`name` in messages, `what` in the
+    /// expiry's), and the pair for the checks that compare with it.
+    fn login(
+        &mut self,
+        name: &str,
+        what: &str,
+        pair: TokenPair,
+        has_subscription_type: bool,
+        refresh_expires_at_ms: Option<i64>,
+    ) {
+        if !has_subscription_type {
             self.warn(
                 "credentials",
                 format!(
-                    "{}: claudeAiOauth.subscriptionType is missing: Claude Code may fall back \
-                     to API-key mode (older Hermes versions dropped it on write-back)",
-                    path.display()
+                    "{name}: claudeAiOauth.subscriptionType is missing: Claude Code may fall \
+                     back to API-key mode (older Hermes versions dropped it on write-back)"
                 ),
                 "log in again with Claude Code to restore it; hap keeps every key it finds",
             );
@@ -471,19 +560,17 @@ impl Doctor<'_> {
             self.warn(
                 "credentials",
                 format!(
-                    "{} holds an access token without a refresh token: it cannot be renewed",
-                    path.display()
+                    "{name} holds an access token without a refresh token: it cannot be renewed"
                 ),
                 "log in again with Claude Code (`claude`, then /login)",
             );
         }
-        let what = format!("credentials file {}", path.display());
         let sane = match pair.expires_at_ms {
-            Some(at) => self.expiry("expiry", &what, at, refreshable),
+            Some(at) => self.expiry("expiry", what, at, refreshable),
             None => true,
         };
-        if let Some(at) = json_ms(&oauth["refreshTokenExpiresAt"]).filter(|t| *t > 0) {
-            self.refresh_expiry(&path, at);
+        if let Some(at) = refresh_expires_at_ms {
+            self.refresh_expiry(name, at);
         }
         if sane {
             let when = match pair.expires_at_ms {
@@ -492,7 +579,7 @@ impl Doctor<'_> {
             };
             self.ok(
                 "credentials",
-                format!("{} parses; the login's access token {when}", path.display()),
+                format!("{name} parses; the login's access token {when}"),
             );
         }
         self.creds_pair = Some(pair);

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
     let skew = cfg.refresh_skew_ms as i64;
     let unadopted = unadopted_login(&cfg);
-    let cfg_creds = cfg.credentials_path.clone();
+    let login = hap::inspect::claude_code_login(&cfg).ok().flatten();
     // Issue 16: the fleet's authority, lease and version (docs/FLEET.md).
     let fleet = if json {
         String::new()
@@ -32,7 +32,7 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
         _ => None,
     };
     ui::out(&render(&doc, note, skew, hap::inspect::now_ms(), paint));
-    if let Some(w) = refresh_expiry_warning(&cfg_creds, hap::inspect::now_ms()) {
+    if let Some(w) = refresh_expiry_warning(login.as_ref(), hap::inspect::now_ms()) {
         ui::out(&format!("\n{}\n", paint.yellow(&w)));
     }
     // hap agent (issue 15): alive, last and next refresh.
@@ -43,19 +43,20 @@ pub fn run(cfg: Config, json: bool, paint: Paint) -> Result<ExitCode, Error> {
 
 /// A warning when the login's refresh token itself (`refreshTokenExpiresAt`) expires within
 /// a week or has expired: a headless machine otherwise finds out when it is logged out.
-fn refresh_expiry_warning(path: &Option<std::path::PathBuf>, now: i64) -> Option<String> {
-    let path = path.as_ref()?;
-    let at = hap::inspect::refresh_expires_at_ms(path).ok()??;
+fn refresh_expiry_warning(
+    login: Option<&(String, hap::inspect::LoginSummary)>,
+    now: i64,
+) -> Option<String> {
+    let (name, login) = login?;
+    let at = login.refresh_expires_at_ms?;
     if at <= now {
         Some(format!(
-            "The refresh token in {} expired {} ago: log in again with Claude Code (`claude`, then /login).",
-            path.display(),
+            "The refresh token in {name} expired {} ago: log in again with Claude Code (`claude`, then /login).",
             human_ms(now.saturating_sub(at))
         ))
     } else if at - now <= hap::inspect::REFRESH_EXPIRY_WARN_MS {
         Some(format!(
-            "The refresh token in {} itself expires in {}: log in again with Claude Code (`claude`, then /login) before then, or every refresh fails.",
-            path.display(),
+            "The refresh token in {name} itself expires in {}: log in again with Claude Code (`claude`, then /login) before then, or every refresh fails.",
             human_ms(at - now)
         ))
     } else {
@@ -63,14 +64,14 @@ fn refresh_expiry_warning(path: &Option<std::path::PathBuf>, now: i64) -> Option
     }
 }
 
-/// The credentials file's path when it holds a login and a pool file would adopt it.
+/// Where Claude Code's login is (its Keychain item or file) when it holds one and a pool
+/// file would adopt it.
 fn unadopted_login(cfg: &Config) -> Option<String> {
     if cfg.pool_path.is_none() || !cfg.adopt_external_logins {
         return None;
     }
-    let path = cfg.credentials_path.clone()?;
-    let login = hap::inspect::read_login(&path).ok()??;
-    login.map(|_| path.display().to_string())
+    let (name, login) = hap::inspect::claude_code_login(cfg).ok()??;
+    login.pair.map(|_| name)
 }
 
 struct Cell {
