@@ -257,10 +257,22 @@ fn hgetall(con: &mut Connection, key: &str) -> redis::RedisResult<Vec<(String, V
 /// ("" = only if no pair is stored: an import), access, refresh, expires_at_ms ("" =
 /// unknown), scopes JSON ("" = none), fingerprint of the new refresh token. The compare is
 /// on fingerprints (`Secret::fingerprint`), which the journal and the marker use too.
+///
+/// Idempotent: when Redis holds this very pair already (a journal entry replayed after a
+/// commit that reached the primary but not enough replicas, or a retry after a connection
+/// lost with the answer), it writes nothing new and returns the current version. It still
+/// rewrites the version field unchanged, so the write is replicated after the original
+/// one and a `WAIT` on this connection covers both: a script that writes nothing leaves
+/// nothing for `WAIT` to count, and a new connection's `WAIT` would pass at once.
 const COMMIT_LUA: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'refresh_fp')
 if ARGV[1] == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+elseif cur == ARGV[6] and redis.call('HGET', KEYS[1], 'access_token') == ARGV[2] then
+  local same = redis.call('HGET', KEYS[1], 'version')
+  redis.call('HSET', KEYS[1], 'version', same)
+  if redis.call('HGET', KEYS[3], 'token') == ARGV[1] then redis.call('DEL', KEYS[3]) end
+  return tonumber(same)
 elseif cur ~= ARGV[1] then
   return -1
 end
@@ -311,6 +323,29 @@ return 0
 pub struct RedisStore {
     cfg: RedisConfig,
     con: Mutex<Option<Connection>>,
+    wait: Option<Wait>,
+}
+
+/// `redis_wait_replicas` and `redis_wait_timeout_ms`: how many replicas must acknowledge
+/// a write before it counts (docs/FLEET.md, Replicas and failover).
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    replicas: u64,
+    timeout_ms: u64,
+}
+
+/// `WAIT replicas timeout` on `con`, the connection that made the write: Redis counts the
+/// replicas that acknowledged every write this connection made before it, so a WAIT on
+/// another connection (or on a new one after a reconnect) proves nothing. The read timeout
+/// covers the wait.
+fn wait_for_replicas(con: &mut Connection, w: Wait) -> redis::RedisResult<u64> {
+    con.set_read_timeout(Some(IO_TIMEOUT + Duration::from_millis(w.timeout_ms)))?;
+    let acked = redis::cmd("WAIT")
+        .arg(w.replicas)
+        .arg(w.timeout_ms)
+        .query::<u64>(con);
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    acked
 }
 
 impl RedisStore {
@@ -318,7 +353,31 @@ impl RedisStore {
         RedisStore {
             cfg,
             con: Mutex::new(None),
+            wait: None,
         }
+    }
+
+    /// With `replicas > 0`, the possibly-spent marker and every commit of the pair count
+    /// only once that many replicas acknowledged them within `timeout_ms` (Redis `WAIT`).
+    /// With 0, no `WAIT` is sent at all.
+    pub fn with_wait(mut self, replicas: u64, timeout_ms: u64) -> RedisStore {
+        self.wait = (replicas > 0).then_some(Wait {
+            replicas,
+            timeout_ms,
+        });
+        self
+    }
+
+    /// The replicas the primary reports connected (`INFO replication`, `connected_slaves`),
+    /// for status and doctor.
+    pub fn connected_replicas(&self) -> Result<u64> {
+        let info: String = self.with_con("INFO replication", |c| {
+            redis::cmd("INFO").arg("replication").query(c)
+        })?;
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::internal("INFO replication names no connected_slaves"))
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -459,8 +518,12 @@ impl RedisStore {
         let scopes = scopes
             .map(|s| serde_json::to_string(s).unwrap_or_default())
             .unwrap_or_default();
-        let v: i64 = self.with_con("write of the pair", |c| {
-            redis::cmd("EVAL")
+        let wait = self.wait;
+        // The script and its WAIT on one connection (`wait_for_replicas`). A retry after a
+        // lost connection runs both again: the script finds its own pair and only touches
+        // it, so the new connection's WAIT covers it (COMMIT_LUA).
+        let (v, acked): (i64, Option<u64>) = self.with_con("write of the pair", |c| {
+            let v: i64 = redis::cmd("EVAL")
                 .arg(COMMIT_LUA)
                 .arg(keys.len())
                 .arg(&keys[..])
@@ -470,8 +533,33 @@ impl RedisStore {
                 .arg(&expires)
                 .arg(&scopes)
                 .arg(&new_fp)
-                .query(c)
+                .query(c)?;
+            match wait {
+                Some(w) if v >= 0 => Ok((v, Some(wait_for_replicas(c, w)?))),
+                _ => Ok((v, None)),
+            }
         })?;
+        if let (Some(w), Some(k)) = (wait, acked) {
+            if k < w.replicas {
+                // Written on the primary, but a failover now would roll the fleet back to
+                // the token the POST spent: not durable. The caller keeps its journal
+                // entry uncommitted (refresh step 7 still serves the pair); see
+                // `Fleet::write_pair` for how it is settled.
+                return Err(Error::new(
+                    Status::Unavailable,
+                    format!(
+                        "the pair is committed on the Redis primary only: {k} of {} replicas \
+                         acknowledged it within {} ms (redis_wait_replicas); this host's \
+                         journal keeps it until they do. Check the replicas (INFO \
+                         replication on {}), or lower redis_wait_replicas",
+                        w.replicas,
+                        w.timeout_ms,
+                        self.cfg.shown_url()
+                    ),
+                )
+                .with_retry_at(Some(crate::clock::now_ms().saturating_add(1000))));
+            }
+        }
         Ok(if v < 0 {
             Commit::Moved
         } else {
@@ -493,7 +581,8 @@ impl RedisStore {
     /// error means the marker is not there: do not POST.
     pub fn mark_posting(&self, token_fp: &str, at_ms: i64) -> Result<()> {
         let key = self.cfg.key("posting");
-        self.with_con("write of the possibly-spent marker", |c| {
+        let wait = self.wait;
+        let acked = self.with_con("write of the possibly-spent marker", |c| {
             redis::pipe()
                 .atomic()
                 .cmd("DEL")
@@ -511,8 +600,34 @@ impl RedisStore {
                 .arg(&key)
                 .arg(86_400_000)
                 .ignore()
-                .query::<()>(c)
-        })
+                .query::<()>(c)?;
+            // On the connection that wrote it (`wait_for_replicas`).
+            wait.map(|w| wait_for_replicas(c, w)).transpose()
+        })?;
+        if let (Some(w), Some(k)) = (wait, acked) {
+            if k < w.replicas {
+                // A marker on the primary only is lost by a failover, and with it the only
+                // record that the token may be spent: another host would POST it again.
+                // So no POST: take the marker back (best effort; a marker left behind only
+                // makes takers wait its window).
+                let _ = self.clear_posting(token_fp);
+                return Err(Error::new(
+                    Status::Unavailable,
+                    format!(
+                        "the possibly-spent marker reached {k} of {} Redis replicas within {} \
+                         ms; not refreshing (the refresh token is not spent). Check the \
+                         replicas (INFO replication on {}), or lower redis_wait_replicas",
+                        w.replicas,
+                        w.timeout_ms,
+                        self.cfg.shown_url()
+                    ),
+                )
+                .with_retry_at(Some(
+                    crate::clock::now_ms().saturating_add(w.timeout_ms.max(1000) as i64),
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The marker, if any.
