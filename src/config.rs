@@ -480,7 +480,12 @@ impl Config {
             ("lock_timeout_ms", self.lock_timeout_ms, 0, MAX_TIMEOUT_MS),
             ("http_timeout_ms", self.http_timeout_ms, 1, MAX_TIMEOUT_MS),
             ("redis_lease_ms", self.redis_lease_ms, 100, MAX_TIMEOUT_MS),
-            ("redis_wait_timeout_ms", self.redis_wait_timeout_ms, 1, MAX_WAIT_TIMEOUT_MS),
+            (
+                "redis_wait_timeout_ms",
+                self.redis_wait_timeout_ms,
+                1,
+                MAX_WAIT_TIMEOUT_MS,
+            ),
         ];
         for (key, v, min, max) in keys {
             if !(min..=max).contains(&v) {

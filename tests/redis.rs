@@ -765,12 +765,20 @@ macro_rules! primary_and_replica {
     }};
 }
 
-fn wait_cfg(s: &RedisServer, server: &FakeServer, home: &Path, replicas: u64) -> Value {
+/// `timeout_ms`: long enough for a live replica on a loaded CI machine (its fsyncs) where
+/// the WAIT must succeed; short where it must fail (a WAIT always waits its full timeout).
+fn wait_cfg(
+    s: &RedisServer,
+    server: &FakeServer,
+    home: &Path,
+    replicas: u64,
+    timeout_ms: u64,
+) -> Value {
     fleet_cfg(
         s,
         server,
         home,
-        json!({"redis_wait_replicas": replicas, "redis_wait_timeout_ms": 300,
+        json!({"redis_wait_replicas": replicas, "redis_wait_timeout_ms": timeout_ms,
                "redis_lease_ms": 600}),
     )
 }
@@ -796,7 +804,7 @@ fn with_wait_a_refresh_counts_once_the_replica_has_it() {
     import_expired_replicated(&s, &rep, &server);
     let (v, e) = common::worker_result(spawn_in(
         ha.path(),
-        &wait_cfg(&s, &server, ha.path(), 1),
+        &wait_cfg(&s, &server, ha.path(), 1, 5000),
         0,
     ));
     assert_eq!(v["refreshed"], true, "{v} {e}");
@@ -813,15 +821,33 @@ fn with_wait_a_refresh_counts_once_the_replica_has_it() {
     );
     // `hap fleet status` shows the setting and what the primary reports.
     let cfg_file = ha.path().join("fleet.json");
-    std::fs::write(&cfg_file, wait_cfg(&s, &server, ha.path(), 1).to_string()).unwrap();
+    std::fs::write(
+        &cfg_file,
+        wait_cfg(&s, &server, ha.path(), 1, 5000).to_string(),
+    )
+    .unwrap();
     let (code, out, err) = hap_cli(
         ha.path(),
-        &["--config", cfg_file.to_str().unwrap(), "fleet", "status", "--json"],
+        &[
+            "--config",
+            cfg_file.to_str().unwrap(),
+            "fleet",
+            "status",
+            "--json",
+        ],
     );
     assert_eq!(code, 0, "{out} {err}");
     let st: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(st["redis_wait_replicas"], 1, "{st}");
     assert_eq!(st["connected_replicas"], 1, "{st}");
+    let (_, out, err) = hap_cli(
+        ha.path(),
+        &["--config", cfg_file.to_str().unwrap(), "doctor", "--json"],
+    );
+    assert!(
+        out.contains("1 replicas connected, redis_wait_replicas 1"),
+        "{out} {err}"
+    );
 }
 
 /// The marker did not reach the replica: nothing is POSTed (a failover would lose the only
@@ -832,7 +858,7 @@ fn with_wait_a_paused_replica_stops_the_refresh_before_the_post() {
     let server = FakeServer::start();
     let ha = host(&s);
     import_expired_replicated(&s, &rep, &server);
-    let cfg = wait_cfg(&s, &server, ha.path(), 1);
+    let cfg = wait_cfg(&s, &server, ha.path(), 1, 300);
     signal(rep.pid(), libc::SIGSTOP);
     let t0 = common::now_ms();
     let (v, e) = common::worker_result(spawn_in(ha.path(), &cfg, 0));
@@ -847,6 +873,7 @@ fn with_wait_a_paused_replica_stops_the_refresh_before_the_post() {
     assert_eq!(s.cli(&["EXISTS", "hap:posting"]), "0", "marker left behind");
     assert_eq!(on(&s, "hap:pair", "version"), "1");
     signal(rep.pid(), libc::SIGCONT);
+    let cfg = wait_cfg(&s, &server, ha.path(), 1, 5000);
     let (v, e) = common::worker_result(spawn_in(ha.path(), &cfg, 0));
     assert_eq!(v["refreshed"], true, "the token was not spent: {v} {e}");
     assert_eq!(server.posts(), 1);
@@ -859,10 +886,15 @@ fn with_wait_a_paused_replica_stops_the_refresh_before_the_post() {
 #[test]
 fn a_commit_the_replica_missed_is_not_durable_and_its_replay_waits_again() {
     let (s, rep) = primary_and_replica!();
+    // A WAIT that must succeed gets long enough for a loaded CI disk; one that must fail
+    // waits its full timeout, so a short one.
+    let live = |st: RedisStore| st.with_wait(1, 5000);
     let w = |st: RedisStore| st.with_wait(1, 200);
     let r = w(store(&s, "refresher"));
     assert_eq!(
-        r.commit(None, &pair(A1, R1), None).unwrap(),
+        live(store(&s, "refresher"))
+            .commit(None, &pair(A1, R1), None)
+            .unwrap(),
         Commit::Written(1)
     );
     assert_eq!(on(&rep, "hap:pair", "version"), "1");
@@ -870,7 +902,10 @@ fn a_commit_the_replica_missed_is_not_durable_and_its_replay_waits_again() {
     let fp1 = Secret::new(R1).fingerprint();
     let e = r.commit(Some(&fp1), &pair(A2, R2), None).unwrap_err();
     assert_eq!(e.status, Status::Unavailable, "{e}");
-    assert!(e.message.contains("primary only") && e.message.contains("0 of 1"), "{e}");
+    assert!(
+        e.message.contains("primary only") && e.message.contains("0 of 1"),
+        "{e}"
+    );
     assert!(!e.message.contains(A2) && !e.message.contains(R2));
     assert_eq!(r.read_pair().unwrap().unwrap().version, 2, "on the primary");
     // The replay, from a new connection (as the host's next process): the same pair, so
@@ -881,7 +916,7 @@ fn a_commit_the_replica_missed_is_not_durable_and_its_replay_waits_again() {
     assert!(e.message.contains("primary only"), "{e}");
     signal(rep.pid(), libc::SIGCONT);
     assert_eq!(
-        w(store(&s, "refresher"))
+        live(store(&s, "refresher"))
             .commit(Some(&fp1), &pair(A2, R2), None)
             .unwrap(),
         Commit::Written(2),
@@ -914,24 +949,34 @@ fn a_failover_with_wait_keeps_the_marker_and_the_rotating_host_repairs_the_fleet
     let (ha, hb) = (host(&s), host(&s));
     import_expired_replicated(&s, &rep, &server);
     server.script(json!([{"delay_ms": 1500}]));
-    let a = spawn_in(ha.path(), &wait_cfg(&s, &server, ha.path(), 1), 0);
+    let a = spawn_in(ha.path(), &wait_cfg(&s, &server, ha.path(), 1, 1500), 0);
     wait_for("the holder's POST", 20, || server.posts() == 1);
-    assert!(!on(&rep, "hap:posting", "token").is_empty(), "marker WAITed");
+    assert!(
+        !on(&rep, "hap:posting", "token").is_empty(),
+        "marker WAITed"
+    );
     rep.partition();
     let (va, ea) = common::worker_result(a);
     // The commit was not acknowledged by the replica: the pair is served all the same.
     assert_eq!(va["refreshed"], true, "{va} {ea}");
-    assert_eq!(on(&s, "hap:pair", "version"), "2", "on the old primary only");
+    assert_eq!(
+        on(&s, "hap:pair", "version"),
+        "2",
+        "on the old primary only"
+    );
     fail_over(&mut s, &mut rep);
     assert_eq!(on(&rep, "hap:pair", "version"), "1", "rolled back");
-    assert!(!on(&rep, "hap:posting", "token").is_empty(), "the marker survived");
-    let b = spawn_in(hb.path(), &wait_cfg(&rep, &server, hb.path(), 1), 0);
+    assert!(
+        !on(&rep, "hap:posting", "token").is_empty(),
+        "the marker survived"
+    );
+    let b = spawn_in(hb.path(), &wait_cfg(&rep, &server, hb.path(), 1, 1500), 0);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(server.posts(), 1, "the other host POSTed a spent token");
     // The rotating host's next process replays its journal entry.
     let (va2, ea2) = common::worker_result(spawn_in(
         ha.path(),
-        &wait_cfg(&rep, &server, ha.path(), 1),
+        &wait_cfg(&rep, &server, ha.path(), 1, 1500),
         0,
     ));
     assert_eq!(va2["token_sha256"], va["token_sha256"], "{va2} {ea2}");
@@ -961,26 +1006,34 @@ fn a_failover_without_wait_rolls_back_and_the_next_host_gets_invalid_grant() {
     rep.partition();
     let (va, ea) = common::worker_result(spawn_in(
         ha.path(),
-        &wait_cfg(&s, &server, ha.path(), 0),
+        &wait_cfg(&s, &server, ha.path(), 0, 1),
         0,
     ));
     assert_eq!(va["refreshed"], true, "{va} {ea}");
     fail_over(&mut s, &mut rep);
     assert_eq!(on(&rep, "hap:pair", "version"), "1", "rolled back");
     assert_eq!(rep.cli(&["EXISTS", "hap:posting"]), "0", "no marker");
-    let cfg_b = wait_cfg(&rep, &server, hb.path(), 0);
+    let cfg_b = wait_cfg(&rep, &server, hb.path(), 0, 1);
     let (vb, eb) = common::worker_result(spawn_in(hb.path(), &cfg_b, 0));
     assert_eq!(vb["error"], "HAP_STATUS_REAUTH_REQUIRED", "{vb} {eb}");
     let stats = server.stats();
-    assert_eq!((stats["posts"].as_u64(), stats["invalid_grant"].as_u64()), (Some(2), Some(1)), "{stats}");
+    assert_eq!(
+        (stats["posts"].as_u64(), stats["invalid_grant"].as_u64()),
+        (Some(2), Some(1)),
+        "{stats}"
+    );
     let (va2, ea2) = common::worker_result(spawn_in(
         ha.path(),
-        &wait_cfg(&rep, &server, ha.path(), 0),
+        &wait_cfg(&rep, &server, ha.path(), 0, 1),
         0,
     ));
     assert_eq!(va2["token_sha256"], va["token_sha256"], "{va2} {ea2}");
     assert_eq!(va2["refreshed"], false);
-    assert_eq!(on(&rep, "hap:pair", "version"), "2", "repaired by the replay");
+    assert_eq!(
+        on(&rep, "hap:pair", "version"),
+        "2",
+        "repaired by the replay"
+    );
     let (vb2, eb2) = common::worker_result(spawn_in(hb.path(), &cfg_b, 0));
     assert_eq!(vb2["token_sha256"], va["token_sha256"], "{vb2} {eb2}");
     assert_eq!(server.posts(), 2);

@@ -141,13 +141,39 @@ impl RedisServer {
         )?;
         r.wait_info("replication", "master_link_status:up");
         r.wait_aof_written();
+        // The primary counts a replica for WAIT only once it is `online` there, after the
+        // replica's first ACK (up to a second after its link is up).
+        let until = Instant::now() + Duration::from_secs(20);
+        while !primary
+            .cli(&["INFO", "replication"])
+            .lines()
+            .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+        {
+            assert!(Instant::now() < until, "the replica never came online");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // And caught up: a replica still busy after its sync (its AOF rewrite's fsyncs, on
+        // a loaded disk) acknowledges nothing for a while.
+        let offset = |srv: &RedisServer, key: &str| {
+            srv.cli(&["INFO", "replication"])
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(str::to_string))
+        };
+        while offset(&r, "slave_repl_offset:") != offset(primary, "master_repl_offset:") {
+            assert!(Instant::now() < until, "the replica never caught up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Some(r)
     }
 
     /// Waits until `INFO section` shows the line `want`.
     pub fn wait_info(&self, section: &str, want: &str) {
         let until = Instant::now() + Duration::from_secs(20);
-        while !self.cli(&["INFO", section]).lines().any(|l| l.trim() == want) {
+        while !self
+            .cli(&["INFO", section])
+            .lines()
+            .any(|l| l.trim() == want)
+        {
             assert!(
                 Instant::now() < until,
                 "redis on {} never showed {want}: {}",
@@ -167,15 +193,12 @@ impl RedisServer {
     }
 
     /// Cuts this replica off its primary, as a network partition does: it keeps its data and
-    /// receives nothing more (its primary is re-pointed to a port where nothing listens).
-    /// A SIGSTOP is not that: what the primary sent meanwhile waits in the replica's socket
-    /// buffer and is applied once it runs again.
+    /// receives nothing more. Its primary is re-pointed to port 1, where nothing listens
+    /// (a free port of the moment could become another test's Redis, and this replica its
+    /// replica: seen). A SIGSTOP is not a partition: what the primary sent meanwhile waits in
+    /// the replica's socket buffer and is applied once it runs again.
     pub fn partition(&self) {
-        let nowhere = free_port();
-        assert_eq!(
-            self.cli(&["REPLICAOF", "127.0.0.1", &nowhere.to_string()]),
-            "OK"
-        );
+        assert_eq!(self.cli(&["REPLICAOF", "127.0.0.1", "1"]), "OK");
     }
 
     /// The failover as a client sees it: this replica becomes a primary (`REPLICAOF NO
