@@ -24,6 +24,15 @@
 //! * channel `{p}rotated`: the new version after every commit (never a token), so each
 //!   process's cache learns of a rotation without polling.
 //!
+//! Replicas (docs/FLEET.md, Replicas and failover): replication is asynchronous, so a
+//! failover can lose what the old primary acknowledged. With `redis_wait_replicas` N > 0
+//! ([`RedisStore::with_wait`]) the marker and every commit are followed by `WAIT N timeout`
+//! on the connection that wrote them: a marker fewer than N replicas have is taken back
+//! and nothing is POSTed (`UNAVAILABLE`); a commit they lack is written on the primary but
+//! reported as an error, so the caller's journal keeps it (the commit script is idempotent
+//! for a replay). With N = 0 no `WAIT` is sent. Sentinel and Cluster are not handled: the
+//! URL must follow the primary (DNS or a virtual IP).
+//!
 //! The password never sits in the URL (refused), a config value, an argv or a message: it
 //! comes from the file `redis_password_file` names or from `HAP_REDIS_PASSWORD`, and lives
 //! in a [`Secret`]. Messages name the URL without it.
