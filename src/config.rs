@@ -430,7 +430,7 @@ impl Config {
                     c.redis_wait_replicas = v
                         .as_u64()
                         .filter(|n| *n <= MAX_WAIT_REPLICAS)
-                        .ok_or_else(|| wait_replicas_error())?
+                        .ok_or_else(wait_replicas_error)?
                 }
                 "redis_wait_timeout_ms" => {
                     c.redis_wait_timeout_ms =
