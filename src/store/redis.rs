@@ -270,9 +270,11 @@ fn hgetall(con: &mut Connection, key: &str) -> redis::RedisResult<Vec<(String, V
 /// Idempotent: when Redis holds this very pair already (a journal entry replayed after a
 /// commit that reached the primary but not enough replicas, or a retry after a connection
 /// lost with the answer), it writes nothing new and returns the current version. It still
-/// rewrites the version field unchanged, so the write is replicated after the original
-/// one and a `WAIT` on this connection covers both: a script that writes nothing leaves
-/// nothing for `WAIT` to count, and a new connection's `WAIT` would pass at once.
+/// rewrites the version field unchanged, so a write is replicated after the original one
+/// and a `WAIT` on this connection covers both. A new connection that wrote nothing has
+/// nothing for `WAIT` to count and passes at once (checked on 7.0.15 with a paused
+/// replica); 7.0.15 also counts from a read-only script, but that is not a documented
+/// promise, a write is.
 const COMMIT_LUA: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'refresh_fp')
 if ARGV[1] == '' then
