@@ -560,9 +560,9 @@ impl RedisStore {
                     Status::Unavailable,
                     format!(
                         "the pair is committed on the Redis primary only: {k} of {} replicas \
-                         acknowledged it within {} ms (redis_wait_replicas); this host's \
-                         journal keeps it until they do. Check the replicas (INFO \
-                         replication on {}), or lower redis_wait_replicas",
+                         acknowledged it within {} ms (redis_wait_replicas), so a failover \
+                         now would lose it. Check the replicas (INFO replication on {}), or \
+                         lower redis_wait_replicas",
                         w.replicas,
                         w.timeout_ms,
                         self.cfg.shown_url()
