@@ -930,6 +930,22 @@ fn a_commit_the_replica_missed_is_not_durable_and_its_replay_waits_again() {
     );
 }
 
+/// The `committed` flags of a host's fleet journal entries (no token is read out).
+fn journal_committed(home: &Path) -> Vec<bool> {
+    let dir = home.join(".local/state/hap");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".hap-journal.json"))
+        .expect("a fleet journal");
+    common::read_json(&file)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["committed"].as_bool().unwrap())
+        .collect()
+}
+
 /// SIGKILL the primary, promote the (cut off) replica into its address.
 fn fail_over(s: &mut RedisServer, rep: &mut RedisServer) {
     s.kill9();
@@ -957,13 +973,15 @@ fn a_failover_with_wait_keeps_the_marker_and_the_rotating_host_repairs_the_fleet
     );
     rep.partition();
     let (va, ea) = common::worker_result(a);
-    // The commit was not acknowledged by the replica: the pair is served all the same.
+    // The commit was not acknowledged by the replica: the pair is served all the same,
+    // and the host's journal does not count it as committed.
     assert_eq!(va["refreshed"], true, "{va} {ea}");
     assert_eq!(
         on(&s, "hap:pair", "version"),
         "2",
         "on the old primary only"
     );
+    assert_eq!(journal_committed(ha.path()), vec![false]);
     fail_over(&mut s, &mut rep);
     assert_eq!(on(&rep, "hap:pair", "version"), "1", "rolled back");
     assert!(
