@@ -1,7 +1,8 @@
 //! One process of a race: opens a pool with the config JSON in argv[1] (or env
 //! `HAP_DEMO_CONFIG`), waits until env `HAP_DEMO_START_AT_MS`, resolves once through the
 //! Rust API and prints one JSON line: `{"lang": "rust", "pid", "credential_id",
-//! "refreshed", "token_sha256"}` or `{"lang": "rust", "pid", "error", "message"}`.
+//! "refreshed", "token_sha256"}` or `{"lang": "rust", "pid", "error", "message",
+//! "retry_at_ms"}`.
 //! Used by the integration tests and the README demo.
 
 use sha2::{Digest, Sha256};
@@ -17,7 +18,8 @@ fn main() {
     let fail = |e: hap::Error| -> ! {
         println!(
             "{}",
-            serde_json::json!({"lang": "rust", "pid": pid, "error": e.status.name(), "message": e.message})
+            serde_json::json!({"lang": "rust", "pid": pid, "error": e.status.name(), "message": e.message,
+                "retry_at_ms": e.retry_at_ms})
         );
         std::process::exit(1);
     };

@@ -101,6 +101,12 @@ pub struct Config {
     /// The fleet's refresh lease, ms: renewed while held, so only a holder that stops
     /// (paused, killed, cut off) loses it after this long.
     pub redis_lease_ms: u64,
+    /// Replicas that must acknowledge the possibly-spent marker and each commit of the pair
+    /// (Redis `WAIT`) before they count; 0 (the default): no `WAIT`, a failover may lose
+    /// what only the old primary had (docs/FLEET.md, Replicas and failover).
+    pub redis_wait_replicas: u64,
+    /// How long one `WAIT` waits for those replicas, ms.
+    pub redis_wait_timeout_ms: u64,
 }
 
 /// A directory named by an environment variable, when set and non-empty. A relative one
@@ -181,6 +187,8 @@ impl Default for Config {
             redis_prefix: None,
             redis_ca_file: None,
             redis_lease_ms: 10_000,
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: 1000,
         }
     }
 }
@@ -203,6 +211,20 @@ pub(crate) fn ms_in_range(key: &str, what: &str, v: &Value, min: u64, max: u64) 
     v.as_u64()
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| range_error(key, what, min, max))
+}
+
+/// More replicas than any deployment has is a typo: a WAIT for them would fail every refresh.
+const MAX_WAIT_REPLICAS: u64 = 64;
+/// A WAIT runs with the refresh's locks held: every process of the fleet waits behind it.
+const MAX_WAIT_TIMEOUT_MS: u64 = 60_000;
+
+fn wait_replicas_error() -> Error {
+    Error::invalid(format!(
+        "config key 'redis_wait_replicas' must be an integer from 0 (no WAIT) to \
+         {MAX_WAIT_REPLICAS}: the number of Redis replicas that must acknowledge each write; \
+         keep it below the number of replicas you run, or every refresh waits for one that \
+         is down (docs/FLEET.md)"
+    ))
 }
 
 pub(crate) fn range_error(key: &str, what: &str, min: u64, max: u64) -> Error {
@@ -404,6 +426,16 @@ impl Config {
                 "redis_lease_ms" => {
                     c.redis_lease_ms = ms_in_range(key, "config key ", v, 100, MAX_TIMEOUT_MS)?
                 }
+                "redis_wait_replicas" => {
+                    c.redis_wait_replicas = v
+                        .as_u64()
+                        .filter(|n| *n <= MAX_WAIT_REPLICAS)
+                        .ok_or_else(wait_replicas_error)?
+                }
+                "redis_wait_timeout_ms" => {
+                    c.redis_wait_timeout_ms =
+                        ms_in_range(key, "config key ", v, 1, MAX_WAIT_TIMEOUT_MS)?
+                }
                 "redis_ca_file" => {
                     c.redis_ca_file = match v {
                         Value::Null => None,
@@ -448,11 +480,20 @@ impl Config {
             ("lock_timeout_ms", self.lock_timeout_ms, 0, MAX_TIMEOUT_MS),
             ("http_timeout_ms", self.http_timeout_ms, 1, MAX_TIMEOUT_MS),
             ("redis_lease_ms", self.redis_lease_ms, 100, MAX_TIMEOUT_MS),
+            (
+                "redis_wait_timeout_ms",
+                self.redis_wait_timeout_ms,
+                1,
+                MAX_WAIT_TIMEOUT_MS,
+            ),
         ];
         for (key, v, min, max) in keys {
             if !(min..=max).contains(&v) {
                 return Err(range_error(key, "config key ", min, max));
             }
+        }
+        if self.redis_wait_replicas > MAX_WAIT_REPLICAS {
+            return Err(wait_replicas_error());
         }
         Ok(())
     }
@@ -495,6 +536,8 @@ impl Config {
             "redis_prefix": self.redis_prefix,
             "redis_ca_file": p(&self.redis_ca_file),
             "redis_lease_ms": self.redis_lease_ms,
+            "redis_wait_replicas": self.redis_wait_replicas,
+            "redis_wait_timeout_ms": self.redis_wait_timeout_ms,
         })
     }
 }
@@ -582,5 +625,31 @@ mod tests {
             Config::pool_lock_path(Path::new("/h/.hermes/auth.json")),
             PathBuf::from("/h/.hermes/auth.lock")
         );
+    }
+
+    #[test]
+    fn redis_wait_keys_are_validated() {
+        let c = Config::from_json_str(Some(r#"{"pool_path": null}"#)).unwrap();
+        assert_eq!((c.redis_wait_replicas, c.redis_wait_timeout_ms), (0, 1000));
+        let c = Config::from_json_str(Some(
+            r#"{"pool_path": null, "redis_wait_replicas": 2, "redis_wait_timeout_ms": 250}"#,
+        ))
+        .unwrap();
+        assert_eq!((c.redis_wait_replicas, c.redis_wait_timeout_ms), (2, 250));
+        for bad in [
+            r#"{"pool_path": null, "redis_wait_replicas": -1}"#,
+            r#"{"pool_path": null, "redis_wait_replicas": 1.5}"#,
+            r#"{"pool_path": null, "redis_wait_replicas": 65}"#,
+        ] {
+            let e = Config::from_json_str(Some(bad)).unwrap_err();
+            assert!(e.message.contains("redis_wait_replicas"), "{e}");
+        }
+        for bad in [
+            r#"{"pool_path": null, "redis_wait_timeout_ms": 0}"#,
+            r#"{"pool_path": null, "redis_wait_timeout_ms": 60001}"#,
+        ] {
+            let e = Config::from_json_str(Some(bad)).unwrap_err();
+            assert!(e.message.contains("redis_wait_timeout_ms"), "{e}");
+        }
     }
 }

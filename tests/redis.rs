@@ -857,3 +857,313 @@ fn hap_fleet_import_status_export() {
     assert_eq!(v["claudeAiOauth"]["refreshToken"], R1);
     assert!(store(&s, "refresher").read_pair().unwrap().is_none());
 }
+
+// ---------------------------------------------------------------------------------------
+// Replicas and failover (docs/FLEET.md): `redis_wait_replicas` makes the possibly-spent
+// marker and each commit count only once that many replicas acknowledged them (Redis
+// WAIT on the connection that wrote). A failover is emulated as a client sees it: the
+// replica is cut off (`partition`: a SIGSTOPped replica would apply what its socket buffer
+// holds once resumed), the primary is SIGKILLed and the replica, promoted, takes over its
+// address.
+
+macro_rules! primary_and_replica {
+    () => {{
+        let s = server!();
+        match RedisServer::start_replica_of(&s) {
+            Some(r) => (s, r),
+            None => return,
+        }
+    }};
+}
+
+/// `timeout_ms`: long enough for a live replica on a loaded CI machine (its fsyncs) where
+/// the WAIT must succeed; short where it must fail (a WAIT always waits its full timeout).
+fn wait_cfg(
+    s: &RedisServer,
+    server: &FakeServer,
+    home: &Path,
+    replicas: u64,
+    timeout_ms: u64,
+) -> Value {
+    fleet_cfg(
+        s,
+        server,
+        home,
+        json!({"redis_wait_replicas": replicas, "redis_wait_timeout_ms": timeout_ms,
+               "redis_lease_ms": 600}),
+    )
+}
+
+/// The replica's view of a hash field (redis-cli on the replica itself).
+fn on(r: &RedisServer, key: &str, field: &str) -> String {
+    r.cli(&["HGET", key, field])
+}
+
+/// Imports an expired login and waits until the replica has it.
+fn import_expired_replicated(s: &RedisServer, rep: &RedisServer, server: &FakeServer) {
+    import_expired(s, server);
+    wait_for("the import to reach the replica", 10, || {
+        on(rep, "hap:pair", "version") == "1"
+    });
+}
+
+#[test]
+fn with_wait_a_refresh_counts_once_the_replica_has_it() {
+    let (s, rep) = primary_and_replica!();
+    let server = FakeServer::start();
+    let ha = host(&s);
+    import_expired_replicated(&s, &rep, &server);
+    let (v, e) = common::worker_result(spawn_in(
+        ha.path(),
+        &wait_cfg(&s, &server, ha.path(), 1, 5000),
+        0,
+    ));
+    assert_eq!(v["refreshed"], true, "{v} {e}");
+    assert_eq!(server.posts(), 1);
+    // Read from the replica at once, no polling: the commit was WAITed for.
+    assert_eq!(on(&rep, "hap:pair", "version"), "2");
+    assert_eq!(
+        sha6(&on(&rep, "hap:pair", "access_token")),
+        v["token_sha256"].as_str().unwrap()
+    );
+    assert_eq!(
+        on(&rep, "hap:pair", "refresh_fp"),
+        on(&s, "hap:pair", "refresh_fp")
+    );
+    // `hap fleet status` shows the setting and what the primary reports.
+    let cfg_file = ha.path().join("fleet.json");
+    std::fs::write(
+        &cfg_file,
+        wait_cfg(&s, &server, ha.path(), 1, 5000).to_string(),
+    )
+    .unwrap();
+    let (code, out, err) = hap_cli(
+        ha.path(),
+        &[
+            "--config",
+            cfg_file.to_str().unwrap(),
+            "fleet",
+            "status",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    let st: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(st["redis_wait_replicas"], 1, "{st}");
+    assert_eq!(st["connected_replicas"], 1, "{st}");
+    let (_, out, err) = hap_cli(
+        ha.path(),
+        &["--config", cfg_file.to_str().unwrap(), "doctor", "--json"],
+    );
+    assert!(
+        out.contains("1 replicas connected, redis_wait_replicas 1"),
+        "{out} {err}"
+    );
+}
+
+/// The marker did not reach the replica: nothing is POSTed (a failover would lose the only
+/// record that the token may be spent), the marker is taken back, the token stays valid.
+#[test]
+fn with_wait_a_paused_replica_stops_the_refresh_before_the_post() {
+    let (s, rep) = primary_and_replica!();
+    let server = FakeServer::start();
+    let ha = host(&s);
+    import_expired_replicated(&s, &rep, &server);
+    let cfg = wait_cfg(&s, &server, ha.path(), 1, 300);
+    signal(rep.pid(), libc::SIGSTOP);
+    let t0 = common::now_ms();
+    let (v, e) = common::worker_result(spawn_in(ha.path(), &cfg, 0));
+    assert_eq!(v["error"], "HAP_STATUS_UNAVAILABLE", "{v} {e}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("0 of 1") && msg.contains("redis_wait_replicas"),
+        "{msg}"
+    );
+    assert!(v["retry_at_ms"].as_i64().unwrap() > t0, "{v}");
+    assert_eq!(server.posts(), 0, "no POST without the replicated marker");
+    assert_eq!(s.cli(&["EXISTS", "hap:posting"]), "0", "marker left behind");
+    assert_eq!(on(&s, "hap:pair", "version"), "1");
+    signal(rep.pid(), libc::SIGCONT);
+    let cfg = wait_cfg(&s, &server, ha.path(), 1, 5000);
+    let (v, e) = common::worker_result(spawn_in(ha.path(), &cfg, 0));
+    assert_eq!(v["refreshed"], true, "the token was not spent: {v} {e}");
+    assert_eq!(server.posts(), 1);
+    assert_eq!(server.stats()["invalid_grant"], 0);
+    assert_eq!(on(&rep, "hap:pair", "version"), "2");
+}
+
+/// A commit the primary took but the replica did not acknowledge is an error to the
+/// caller (not durable), a replay of it is harmless and WAITs again, on any connection.
+#[test]
+fn a_commit_the_replica_missed_is_not_durable_and_its_replay_waits_again() {
+    let (s, rep) = primary_and_replica!();
+    // A WAIT that must succeed gets long enough for a loaded CI disk; one that must fail
+    // waits its full timeout, so a short one.
+    let live = |st: RedisStore| st.with_wait(1, 5000);
+    let w = |st: RedisStore| st.with_wait(1, 200);
+    let r = w(store(&s, "refresher"));
+    assert_eq!(
+        live(store(&s, "refresher"))
+            .commit(None, &pair(A1, R1), None)
+            .unwrap(),
+        Commit::Written(1)
+    );
+    assert_eq!(on(&rep, "hap:pair", "version"), "1");
+    signal(rep.pid(), libc::SIGSTOP);
+    let fp1 = Secret::new(R1).fingerprint();
+    let e = r.commit(Some(&fp1), &pair(A2, R2), None).unwrap_err();
+    assert_eq!(e.status, Status::Unavailable, "{e}");
+    assert!(
+        e.message.contains("primary only") && e.message.contains("0 of 1"),
+        "{e}"
+    );
+    assert!(!e.message.contains(A2) && !e.message.contains(R2));
+    assert_eq!(r.read_pair().unwrap().unwrap().version, 2, "on the primary");
+    // The replay, from a new connection (as the host's next process): the same pair, so
+    // nothing new is written, and its WAIT is not fooled by a connection with no write.
+    let e = w(store(&s, "refresher"))
+        .commit(Some(&fp1), &pair(A2, R2), None)
+        .unwrap_err();
+    assert!(e.message.contains("primary only"), "{e}");
+    signal(rep.pid(), libc::SIGCONT);
+    assert_eq!(
+        live(store(&s, "refresher"))
+            .commit(Some(&fp1), &pair(A2, R2), None)
+            .unwrap(),
+        Commit::Written(2),
+        "a replay of what Redis holds is the same version"
+    );
+    assert_eq!(on(&rep, "hap:pair", "version"), "2");
+    // Another pair from the spent token is still refused.
+    assert_eq!(
+        r.commit(Some(&fp1), &pair(A3, R3), None).unwrap(),
+        Commit::Moved
+    );
+}
+
+/// The `committed` flags of a host's fleet journal entries (no token is read out).
+fn journal_committed(home: &Path) -> Vec<bool> {
+    let dir = home.join(".local/state/hap");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".hap-journal.json"))
+        .expect("a fleet journal");
+    common::read_json(&file)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["committed"].as_bool().unwrap())
+        .collect()
+}
+
+/// SIGKILL the primary, promote the (cut off) replica into its address.
+fn fail_over(s: &mut RedisServer, rep: &mut RedisServer) {
+    s.kill9();
+    rep.promote_to(s.port);
+}
+
+/// The failover of docs/FLEET.md with `redis_wait_replicas: 1`: the replica is cut off while
+/// the holder's POST is in flight (its marker was WAITed for before the POST), so the
+/// holder's commit reaches the old primary only. After the failover the fleet holds the
+/// spent token and the marker: another host finds the marker and watches instead of
+/// POSTing; the holder's host replays its journal entry into the new primary, and the
+/// watcher adopts it. One POST, no invalid_grant.
+#[test]
+fn a_failover_with_wait_keeps_the_marker_and_the_rotating_host_repairs_the_fleet() {
+    let (mut s, mut rep) = primary_and_replica!();
+    let server = FakeServer::start();
+    let (ha, hb) = (host(&s), host(&s));
+    import_expired_replicated(&s, &rep, &server);
+    server.script(json!([{"delay_ms": 1500}]));
+    let a = spawn_in(ha.path(), &wait_cfg(&s, &server, ha.path(), 1, 1500), 0);
+    wait_for("the holder's POST", 20, || server.posts() == 1);
+    assert!(
+        !on(&rep, "hap:posting", "token").is_empty(),
+        "marker WAITed"
+    );
+    rep.partition();
+    let (va, ea) = common::worker_result(a);
+    // The commit was not acknowledged by the replica: the pair is served all the same,
+    // and the host's journal does not count it as committed.
+    assert_eq!(va["refreshed"], true, "{va} {ea}");
+    assert_eq!(
+        on(&s, "hap:pair", "version"),
+        "2",
+        "on the old primary only"
+    );
+    assert_eq!(journal_committed(ha.path()), vec![false]);
+    fail_over(&mut s, &mut rep);
+    assert_eq!(on(&rep, "hap:pair", "version"), "1", "rolled back");
+    assert!(
+        !on(&rep, "hap:posting", "token").is_empty(),
+        "the marker survived"
+    );
+    let b = spawn_in(hb.path(), &wait_cfg(&rep, &server, hb.path(), 1, 1500), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.posts(), 1, "the other host POSTed a spent token");
+    // The rotating host's next process replays its journal entry.
+    let (va2, ea2) = common::worker_result(spawn_in(
+        ha.path(),
+        &wait_cfg(&rep, &server, ha.path(), 1, 1500),
+        0,
+    ));
+    assert_eq!(va2["token_sha256"], va["token_sha256"], "{va2} {ea2}");
+    assert_eq!(va2["refreshed"], false);
+    let (vb, eb) = common::worker_result(b);
+    assert_eq!(vb["token_sha256"], va["token_sha256"], "{vb} {eb}");
+    assert_eq!(vb["refreshed"], false);
+    assert_eq!(on(&rep, "hap:pair", "version"), "2");
+    let stats = server.stats();
+    assert_eq!(stats["posts"], 1, "{stats}");
+    assert_eq!(stats["invalid_grant"], 0, "{stats}");
+}
+
+/// The same failover without WAIT (the limit docs/FLEET.md states): the replica is cut off
+/// before the refresh and misses the marker and the commit, so after the failover the next host POSTs the spent token and
+/// gets `invalid_grant` (REAUTH_REQUIRED after its watch). The rotating host's next process
+/// still repairs the fleet from its journal (a committed entry that rotated the token the
+/// store holds is replayed), and the other host then adopts that pair. A real token server
+/// may treat the spent token presented again as reuse and revoke the family: that is what
+/// WAIT is for.
+#[test]
+fn a_failover_without_wait_rolls_back_and_the_next_host_gets_invalid_grant() {
+    let (mut s, mut rep) = primary_and_replica!();
+    let server = FakeServer::start();
+    let (ha, hb) = (host(&s), host(&s));
+    import_expired_replicated(&s, &rep, &server);
+    rep.partition();
+    let (va, ea) = common::worker_result(spawn_in(
+        ha.path(),
+        &wait_cfg(&s, &server, ha.path(), 0, 1),
+        0,
+    ));
+    assert_eq!(va["refreshed"], true, "{va} {ea}");
+    fail_over(&mut s, &mut rep);
+    assert_eq!(on(&rep, "hap:pair", "version"), "1", "rolled back");
+    assert_eq!(rep.cli(&["EXISTS", "hap:posting"]), "0", "no marker");
+    let cfg_b = wait_cfg(&rep, &server, hb.path(), 0, 1);
+    let (vb, eb) = common::worker_result(spawn_in(hb.path(), &cfg_b, 0));
+    assert_eq!(vb["error"], "HAP_STATUS_REAUTH_REQUIRED", "{vb} {eb}");
+    let stats = server.stats();
+    assert_eq!(
+        (stats["posts"].as_u64(), stats["invalid_grant"].as_u64()),
+        (Some(2), Some(1)),
+        "{stats}"
+    );
+    let (va2, ea2) = common::worker_result(spawn_in(
+        ha.path(),
+        &wait_cfg(&rep, &server, ha.path(), 0, 1),
+        0,
+    ));
+    assert_eq!(va2["token_sha256"], va["token_sha256"], "{va2} {ea2}");
+    assert_eq!(va2["refreshed"], false);
+    assert_eq!(
+        on(&rep, "hap:pair", "version"),
+        "2",
+        "repaired by the replay"
+    );
+    let (vb2, eb2) = common::worker_result(spawn_in(hb.path(), &cfg_b, 0));
+    assert_eq!(vb2["token_sha256"], va["token_sha256"], "{vb2} {eb2}");
+    assert_eq!(server.posts(), 2);
+}

@@ -120,6 +120,11 @@ type FleetConfig struct {
 	Prefix       string        // key prefix (default "hap:")
 	CAFile       string        // PEM CA for a rediss:// server with a private CA
 	Lease        time.Duration // the refresh lease's time to live (default 10 s)
+	// WaitReplicas is how many Redis replicas must acknowledge the possibly-spent
+	// marker and each commit (Redis WAIT; 0, the default: no WAIT). Keep it below
+	// the number of replicas you run (docs/FLEET.md, Replicas and failover).
+	WaitReplicas int
+	WaitTimeout  time.Duration // how long one WAIT waits (default 1 s)
 }
 
 // MarshalJSON returns the config JSON hap_pool_open receives: only the keys
@@ -151,6 +156,12 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	setStr("redis_password_file", c.Fleet.PasswordFile)
 	setStr("redis_prefix", c.Fleet.Prefix)
 	setStr("redis_ca_file", c.Fleet.CAFile)
+	if c.Fleet.WaitReplicas < 0 {
+		return nil, invalidArgument("Config.Fleet.WaitReplicas is negative")
+	}
+	if c.Fleet.WaitReplicas > 0 {
+		m["redis_wait_replicas"] = c.Fleet.WaitReplicas
+	}
 	for _, d := range []struct {
 		key, field string
 		v          time.Duration
@@ -159,6 +170,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		{"lock_timeout_ms", "LockTimeout", c.LockTimeout},
 		{"http_timeout_ms", "HTTPTimeout", c.HTTPTimeout},
 		{"redis_lease_ms", "Fleet.Lease", c.Fleet.Lease},
+		{"redis_wait_timeout_ms", "Fleet.WaitTimeout", c.Fleet.WaitTimeout},
 	} {
 		if d.v < 0 {
 			return nil, invalidArgument(fmt.Sprintf("Config.%s is negative", d.field))
@@ -270,6 +282,10 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			err = decodeOpt(v, &out.Fleet.CAFile)
 		case "redis_lease_ms":
 			err = decodeMS(v, &out.Fleet.Lease)
+		case "redis_wait_replicas":
+			err = decodeOpt(v, &out.Fleet.WaitReplicas)
+		case "redis_wait_timeout_ms":
+			err = decodeMS(v, &out.Fleet.WaitTimeout)
 		default:
 			return invalidArgument(fmt.Sprintf("unknown config key %q", k))
 		}

@@ -17,12 +17,14 @@ func TestConfigFleetJSON(t *testing.T) {
 		Prefix:       "me:",
 		CAFile:       "/etc/hap/ca.pem",
 		Lease:        1500 * time.Microsecond, // rounds up to 2 ms
+		WaitReplicas: 1,
+		WaitTimeout:  250 * time.Millisecond,
 	}}
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"redis_ca_file":"/etc/hap/ca.pem","redis_lease_ms":2,"redis_password_file":"/run/secrets/hap-redis","redis_prefix":"me:","redis_url":"rediss://hap-refresher@127.0.0.1:6380/0"}`
+	want := `{"redis_ca_file":"/etc/hap/ca.pem","redis_lease_ms":2,"redis_password_file":"/run/secrets/hap-redis","redis_prefix":"me:","redis_url":"rediss://hap-refresher@127.0.0.1:6380/0","redis_wait_replicas":1,"redis_wait_timeout_ms":250}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}

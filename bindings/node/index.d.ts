@@ -72,6 +72,9 @@ export interface RawPoolConfig {
   redis_prefix?: string | null;
   redis_ca_file?: string | null;
   redis_lease_ms?: number;
+  /** Replicas that must acknowledge each marker and commit (Redis WAIT); 0: none. docs/FLEET.md */
+  redis_wait_replicas?: number;
+  redis_wait_timeout_ms?: number;
   agent?: 'off' | 'prefer' | 'require';
 }
 

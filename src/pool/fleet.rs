@@ -135,7 +135,8 @@ mod imp {
             let id = fingerprint(&format!("{url}\n{}", rc.prefix()));
             let journal_store = state_dir()?.join(format!("fleet-{}.json", &id[7..19]));
             Ok(Some(Arc::new_cyclic(|me| Fleet {
-                store: RedisStore::new(rc),
+                store: RedisStore::new(rc)
+                    .with_wait(cfg.redis_wait_replicas, cfg.redis_wait_timeout_ms),
                 sub: OnceLock::new(),
                 consumer: AtomicBool::new(false),
                 journal_store,
@@ -162,7 +163,7 @@ mod imp {
             }
             // The callback owns its own handle, not the `Fleet`: a `Fleet` dropped on the
             // subscriber thread would join that thread from itself.
-            let store = RedisStore::new(self.store.config().clone());
+            let store = self.store.another();
             let journal = self.journal_store.clone();
             let on_connect = Box::new(move || match recommit_stranded(&store, &journal) {
                 Ok(0) => {}
@@ -301,6 +302,25 @@ mod imp {
                 // The fleet's pair always has a refresh token; an import is `hap fleet`'s.
                 return Ok(Written::Moved);
             };
+            // With `redis_wait_replicas`, a commit that reached the primary but not that many
+            // replicas is an error (`UNAVAILABLE`), not `Stored`: the transaction keeps its
+            // journal entry uncommitted and still serves the pair (refresh step 7). How that
+            // entry is settled, and why that is safe:
+            // - The next transaction of this host reads the primary, which shows the pair,
+            //   and `JournalDoc::settle` marks the entry committed, replicas or not. That
+            //   loses nothing: `replayable` replays a committed entry that *rotated* the
+            //   refresh token whenever the store holds the token it spent, so if a failover
+            //   then rolls the fleet back to that token, this host's next refresh
+            //   transaction commits the pair again (tests/redis.rs,
+            //   a_failover_with_wait_...). A server that does not rotate leaves the old
+            //   token valid: a rollback to it loses no login.
+            // - Replication is one ordered stream: the next refresh's marker is acknowledged
+            //   by the replicas (else no POST) only once they have every earlier write,
+            //   this commit included. So no second rotation is built on an unreplicated one.
+            // - A replay of an entry the primary already holds is harmless: COMMIT_LUA finds
+            //   its own pair, writes nothing new, and WAITs again.
+            // What it does not cover: a failover while this host is gone for good (its
+            // journal is the only other copy), as for a pair stranded in a journal.
             Ok(
                 match self
                     .store
@@ -450,7 +470,8 @@ pub mod admin {
             cfg.redis_password_file.as_deref(),
             cfg.redis_prefix.as_deref(),
             cfg.redis_ca_file.as_deref(),
-        )?))
+        )?)
+        .with_wait(cfg.redis_wait_replicas, cfg.redis_wait_timeout_ms))
     }
 
     fn authority(s: &RedisStore) -> String {
@@ -567,7 +588,8 @@ pub mod admin {
     /// The fleet's authority now, without a secret: `redis_url`, `redis_prefix`, `role`
     /// (refresher or consumer: what this ACL user may read), `version`, `expires_at_ms`,
     /// `lease_holder`, `lease_ttl_ms`, `possibly_spent_since_ms`, `possibly_spent_by` (the
-    /// process that POSTed, `host:pid`).
+    /// process that POSTed, `host:pid`), `redis_wait_replicas` (the config's),
+    /// `connected_replicas` (what the primary reports; `null` when this ACL user may not ask).
     pub fn status(cfg: &Config) -> Result<Value> {
         let redis = store(cfg)?;
         let (role, version, expires) = match redis.read_pair() {
@@ -582,6 +604,7 @@ pub mod admin {
         };
         let lease = redis.lease_holder().ok().flatten();
         let posting = redis.posting().ok().flatten();
+        let replicas = redis.connected_replicas().ok();
         Ok(json!({
             "redis_url": redis.config().shown_url(),
             "redis_prefix": redis.config().prefix(),
@@ -592,6 +615,8 @@ pub mod admin {
             "lease_ttl_ms": lease.as_ref().map(|l| l.1),
             "possibly_spent_since_ms": posting.as_ref().map(|p| p.at_ms),
             "possibly_spent_by": posting.and_then(|p| p.host),
+            "redis_wait_replicas": cfg.redis_wait_replicas,
+            "connected_replicas": replicas,
         }))
     }
 }

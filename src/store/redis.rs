@@ -24,6 +24,15 @@
 //! * channel `{p}rotated`: the new version after every commit (never a token), so each
 //!   process's cache learns of a rotation without polling.
 //!
+//! Replicas (docs/FLEET.md, Replicas and failover): replication is asynchronous, so a
+//! failover can lose what the old primary acknowledged. With `redis_wait_replicas` N > 0
+//! ([`RedisStore::with_wait`]) the marker and every commit are followed by `WAIT N timeout`
+//! on the connection that wrote them: a marker fewer than N replicas have is taken back
+//! and nothing is POSTed (`UNAVAILABLE`); a commit they lack is written on the primary but
+//! reported as an error, so the caller's journal keeps it (the commit script is idempotent
+//! for a replay). With N = 0 no `WAIT` is sent. Sentinel and Cluster are not handled: the
+//! URL must follow the primary (DNS or a virtual IP).
+//!
 //! The password never sits in the URL (refused), a config value, an argv or a message: it
 //! comes from the file `redis_password_file` names or from `HAP_REDIS_PASSWORD`, and lives
 //! in a [`Secret`]. Messages name the URL without it.
@@ -260,10 +269,24 @@ fn hgetall(con: &mut Connection, key: &str) -> redis::RedisResult<Vec<(String, V
 /// ("" = only if no pair is stored: an import), access, refresh, expires_at_ms ("" =
 /// unknown), scopes JSON ("" = none), fingerprint of the new refresh token. The compare is
 /// on fingerprints (`Secret::fingerprint`), which the journal and the marker use too.
+///
+/// Idempotent: when Redis holds this very pair already (a journal entry replayed after a
+/// commit that reached the primary but not enough replicas, or a retry after a connection
+/// lost with the answer), it writes nothing new and returns the current version. It still
+/// rewrites the version field unchanged, so a write is replicated after the original one
+/// and a `WAIT` on this connection covers both. A new connection that wrote nothing has
+/// nothing for `WAIT` to count and passes at once (checked on 7.0.15 with a paused
+/// replica); 7.0.15 also counts from a read-only script, but that is not a documented
+/// promise, a write is.
 const COMMIT_LUA: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'refresh_fp')
 if ARGV[1] == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+elseif cur == ARGV[6] and redis.call('HGET', KEYS[1], 'access_token') == ARGV[2] then
+  local same = redis.call('HGET', KEYS[1], 'version')
+  redis.call('HSET', KEYS[1], 'version', same)
+  if redis.call('HGET', KEYS[3], 'token') == ARGV[1] then redis.call('DEL', KEYS[3]) end
+  return tonumber(same)
 elseif cur ~= ARGV[1] then
   return -1
 end
@@ -314,6 +337,29 @@ return 0
 pub struct RedisStore {
     cfg: RedisConfig,
     con: Mutex<Option<Connection>>,
+    wait: Option<Wait>,
+}
+
+/// `redis_wait_replicas` and `redis_wait_timeout_ms`: how many replicas must acknowledge
+/// a write before it counts (docs/FLEET.md, Replicas and failover).
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    replicas: u64,
+    timeout_ms: u64,
+}
+
+/// `WAIT replicas timeout` on `con`, the connection that made the write: Redis counts the
+/// replicas that acknowledged every write this connection made before it, so a WAIT on
+/// another connection (or on a new one after a reconnect) proves nothing. The read timeout
+/// covers the wait.
+fn wait_for_replicas(con: &mut Connection, w: Wait) -> redis::RedisResult<u64> {
+    con.set_read_timeout(Some(IO_TIMEOUT + Duration::from_millis(w.timeout_ms)))?;
+    let acked = redis::cmd("WAIT")
+        .arg(w.replicas)
+        .arg(w.timeout_ms)
+        .query::<u64>(con);
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    acked
 }
 
 impl RedisStore {
@@ -321,7 +367,41 @@ impl RedisStore {
         RedisStore {
             cfg,
             con: Mutex::new(None),
+            wait: None,
         }
+    }
+
+    /// With `replicas > 0`, the possibly-spent marker and every commit of the pair count
+    /// only once that many replicas acknowledged them within `timeout_ms` (Redis `WAIT`).
+    /// With 0, no `WAIT` is sent at all.
+    pub fn with_wait(mut self, replicas: u64, timeout_ms: u64) -> RedisStore {
+        self.wait = (replicas > 0).then_some(Wait {
+            replicas,
+            timeout_ms,
+        });
+        self
+    }
+
+    /// Another handle on the same authority, with the same `WAIT` rule and a connection of
+    /// its own (a thread's: the subscription's re-commit).
+    pub fn another(&self) -> RedisStore {
+        RedisStore {
+            cfg: self.cfg.clone(),
+            con: Mutex::new(None),
+            wait: self.wait,
+        }
+    }
+
+    /// The replicas the primary reports connected (`INFO replication`, `connected_slaves`),
+    /// for status and doctor.
+    pub fn connected_replicas(&self) -> Result<u64> {
+        let info: String = self.with_con("INFO replication", |c| {
+            redis::cmd("INFO").arg("replication").query(c)
+        })?;
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::internal("INFO replication names no connected_slaves"))
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -462,8 +542,12 @@ impl RedisStore {
         let scopes = scopes
             .map(|s| serde_json::to_string(s).unwrap_or_default())
             .unwrap_or_default();
-        let v: i64 = self.with_con("write of the pair", |c| {
-            redis::cmd("EVAL")
+        let wait = self.wait;
+        // The script and its WAIT on one connection (`wait_for_replicas`). A retry after a
+        // lost connection runs both again: the script finds its own pair and only touches
+        // it, so the new connection's WAIT covers it (COMMIT_LUA).
+        let (v, acked): (i64, Option<u64>) = self.with_con("write of the pair", |c| {
+            let v: i64 = redis::cmd("EVAL")
                 .arg(COMMIT_LUA)
                 .arg(keys.len())
                 .arg(&keys[..])
@@ -473,8 +557,33 @@ impl RedisStore {
                 .arg(&expires)
                 .arg(&scopes)
                 .arg(&new_fp)
-                .query(c)
+                .query(c)?;
+            match wait {
+                Some(w) if v >= 0 => Ok((v, Some(wait_for_replicas(c, w)?))),
+                _ => Ok((v, None)),
+            }
         })?;
+        if let (Some(w), Some(k)) = (wait, acked) {
+            if k < w.replicas {
+                // Written on the primary, but a failover now would roll the fleet back to
+                // the token the POST spent: not durable. The caller keeps its journal
+                // entry uncommitted (refresh step 7 still serves the pair); see
+                // `Fleet::write_pair` for how it is settled.
+                return Err(Error::new(
+                    Status::Unavailable,
+                    format!(
+                        "the pair is committed on the Redis primary only: {k} of {} replicas \
+                         acknowledged it within {} ms (redis_wait_replicas), so a failover \
+                         now would lose it. Check the replicas (INFO replication on {}), or \
+                         lower redis_wait_replicas",
+                        w.replicas,
+                        w.timeout_ms,
+                        self.cfg.shown_url()
+                    ),
+                )
+                .with_retry_at(Some(crate::clock::now_ms().saturating_add(1000))));
+            }
+        }
         Ok(if v < 0 {
             Commit::Moved
         } else {
@@ -496,7 +605,8 @@ impl RedisStore {
     /// `host`. An error means the marker is not there: do not POST.
     pub fn mark_posting(&self, token_fp: &str, at_ms: i64, host: &str) -> Result<()> {
         let key = self.cfg.key("posting");
-        self.with_con("write of the possibly-spent marker", |c| {
+        let wait = self.wait;
+        let acked = self.with_con("write of the possibly-spent marker", |c| {
             redis::pipe()
                 .atomic()
                 .cmd("DEL")
@@ -516,8 +626,34 @@ impl RedisStore {
                 .arg(&key)
                 .arg(86_400_000)
                 .ignore()
-                .query::<()>(c)
-        })
+                .query::<()>(c)?;
+            // On the connection that wrote it (`wait_for_replicas`).
+            wait.map(|w| wait_for_replicas(c, w)).transpose()
+        })?;
+        if let (Some(w), Some(k)) = (wait, acked) {
+            if k < w.replicas {
+                // A marker on the primary only is lost by a failover, and with it the only
+                // record that the token may be spent: another host would POST it again.
+                // So no POST: take the marker back (best effort; a marker left behind only
+                // makes takers wait its window).
+                let _ = self.clear_posting(token_fp);
+                return Err(Error::new(
+                    Status::Unavailable,
+                    format!(
+                        "the possibly-spent marker reached {k} of {} Redis replicas within {} \
+                         ms; not refreshing (the refresh token is not spent). Check the \
+                         replicas (INFO replication on {}), or lower redis_wait_replicas",
+                        w.replicas,
+                        w.timeout_ms,
+                        self.cfg.shown_url()
+                    ),
+                )
+                .with_retry_at(Some(
+                    crate::clock::now_ms().saturating_add(w.timeout_ms.max(1000) as i64),
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The marker, if any.

@@ -54,19 +54,19 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts one, or `None` when redis-server is not installed.
     pub fn start() -> Option<RedisServer> {
-        Self::start_inner(false)
+        Self::start_inner(false, "")
     }
 
     /// With a TLS port too (`rediss://`), its CA at `ca_path()`.
     pub fn start_tls() -> Option<RedisServer> {
-        Self::start_inner(true)
+        Self::start_inner(true, "")
     }
 
     // The default user keeps every permission (behind a password): with `user default off`,
     // Redis 7.0.15 replays the AOF's MULTI/EXEC blocks (where a Lua script's writes go) as
     // the default user, the ACL re-check of EXEC refuses them, and every pair hap committed
     // is silently gone after a restart (seen here; redis/redis#14541, valkey#3983).
-    fn start_inner(tls: bool) -> Option<RedisServer> {
+    fn start_inner(tls: bool, extra: &str) -> Option<RedisServer> {
         let bin = redis_server_bin()?;
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -81,6 +81,7 @@ impl RedisServer {
              +hgetall +hget +ping +subscribe +unsubscribe +hello\n",
             dir.path().display()
         );
+        conf.push_str(extra);
         if let Some(tls_port) = tls {
             make_certs(dir.path());
             let d = dir.path().display();
@@ -123,6 +124,110 @@ impl RedisServer {
             assert!(Instant::now() < until, "redis-server did not get ready");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A replica of `primary` (docs/FLEET.md, Replicas and failover): the same ACL users,
+    /// `appendonly yes` + `appendfsync always`, replicating as the admin user; returned once
+    /// its link is up and the initial sync is in its AOF.
+    pub fn start_replica_of(primary: &RedisServer) -> Option<RedisServer> {
+        // Redis 7 waits 5 s for more replicas before a diskless initial sync.
+        primary.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+        let r = Self::start_inner(
+            false,
+            &format!(
+                "replicaof 127.0.0.1 {}\nmasteruser admin\nmasterauth {ADMIN_PW}\n",
+                primary.port
+            ),
+        )?;
+        r.wait_info("replication", "master_link_status:up");
+        r.wait_aof_written();
+        // The primary counts a replica for WAIT only once it is `online` there, after the
+        // replica's first ACK (up to a second after its link is up).
+        let until = Instant::now() + Duration::from_secs(20);
+        while !primary
+            .cli(&["INFO", "replication"])
+            .lines()
+            .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+        {
+            assert!(Instant::now() < until, "the replica never came online");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // And caught up: a replica still busy after its sync (its AOF rewrite's fsyncs, on
+        // a loaded disk) acknowledges nothing for a while.
+        let offset = |srv: &RedisServer, key: &str| {
+            srv.cli(&["INFO", "replication"])
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(str::to_string))
+        };
+        while offset(&r, "slave_repl_offset:") != offset(primary, "master_repl_offset:") {
+            assert!(Instant::now() < until, "the replica never caught up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(r)
+    }
+
+    /// Waits until `INFO section` shows the line `want`.
+    pub fn wait_info(&self, section: &str, want: &str) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self
+            .cli(&["INFO", section])
+            .lines()
+            .any(|l| l.trim() == want)
+        {
+            assert!(
+                Instant::now() < until,
+                "redis on {} never showed {want}: {}",
+                self.port,
+                self.cli(&["INFO", section])
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A replica rewrites its AOF after each full sync; until that is done, its data is
+    /// not all on disk.
+    fn wait_aof_written(&self) {
+        self.wait_info("persistence", "aof_rewrite_in_progress:0");
+        self.wait_info("persistence", "aof_rewrite_scheduled:0");
+        self.wait_info("persistence", "aof_last_bgrewrite_status:ok");
+    }
+
+    /// Cuts this replica off its primary, as a network partition does: it keeps its data and
+    /// receives nothing more. Its primary is re-pointed to port 1, where nothing listens
+    /// (a free port of the moment could become another test's Redis, and this replica its
+    /// replica: seen). A SIGSTOP is not a partition: what the primary sent meanwhile waits in
+    /// the replica's socket buffer and is applied once it runs again.
+    pub fn partition(&self) {
+        assert_eq!(self.cli(&["REPLICAOF", "127.0.0.1", "1"]), "OK");
+    }
+
+    /// The failover as a client sees it: this replica becomes a primary (`REPLICAOF NO
+    /// ONE`), shuts down cleanly and starts again on `port` with its own data, as if a VIP
+    /// or DNS name moved to it (hap's URL, and so each host's journal file name, stays the
+    /// same). The old primary on `port` must be dead.
+    pub fn promote_to(&mut self, port: u16) {
+        assert_eq!(self.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+        self.wait_aof_written();
+        self.cli(&["SHUTDOWN"]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        let conf_path = self.dir.path().join("redis.conf");
+        let conf: String = std::fs::read_to_string(&conf_path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("replicaof ") && !l.starts_with("master"))
+            .map(|l| {
+                if l.starts_with("port ") {
+                    format!("port {port}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&conf_path, conf).unwrap();
+        self.port = port;
+        self.spawn();
     }
 
     pub fn pid(&self) -> u32 {

@@ -132,6 +132,13 @@ mod imp {
                             .unwrap_or_default()
                     ));
                 }
+                outln(&format!(
+                    "  replicas: {} connected; redis_wait_replicas {}",
+                    doc["connected_replicas"]
+                        .as_u64()
+                        .map_or("?".into(), |n| n.to_string()),
+                    doc["redis_wait_replicas"].as_u64().unwrap_or(0)
+                ));
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -193,6 +200,31 @@ pub fn findings(cfg: &Config) -> Vec<crate::doctor::Finding> {
                     format!("refresh lease held by {owner}, {ttl} ms left"),
                     None,
                 );
+            }
+            let wait = doc["redis_wait_replicas"].as_u64().unwrap_or(0);
+            match doc["connected_replicas"].as_u64() {
+                Some(k) if wait > k => add(
+                    Level::Error,
+                    format!(
+                        "redis_wait_replicas is {wait} but the primary reports {k} connected \
+                         replicas: every refresh is refused"
+                    ),
+                    Some("start the replicas, or lower redis_wait_replicas (docs/FLEET.md)"),
+                ),
+                Some(k) if k > 0 && wait == 0 => add(
+                    Level::Info,
+                    format!(
+                        "{k} replicas connected, redis_wait_replicas 0: a failover may lose \
+                         the last commit"
+                    ),
+                    Some("set redis_wait_replicas (docs/FLEET.md, Replicas and failover)"),
+                ),
+                Some(k) if wait > 0 => add(
+                    Level::Ok,
+                    format!("{k} replicas connected, redis_wait_replicas {wait}"),
+                    None,
+                ),
+                _ => {}
             }
         }
     }
