@@ -98,6 +98,43 @@ fn bench(c: &mut Criterion) {
         pct(0.99),
         lat[lat.len() - 1]
     );
+
+    // What `redis_wait_replicas` costs a commit (docs/FLEET.md, Replicas and failover): the
+    // same compare-and-set with one replica attached, without WAIT and with `WAIT 1`.
+    let Some(_replica) = redis_server::RedisServer::start_replica_of(&s) else {
+        return;
+    };
+    let waiting =
+        RedisStore::new(RedisConfig::new(&s.url("refresher"), Some(&pw), None, None).unwrap())
+            .with_wait(1, 5000);
+    let mut n = 200;
+    for (what, st) in [
+        ("no WAIT", &store),
+        ("WAIT 1", &waiting),
+        ("no WAIT", &store),
+        ("WAIT 1", &waiting),
+    ] {
+        let mut lat = Vec::new();
+        for _ in 0..300 {
+            n += 1;
+            let t = Instant::now();
+            st.commit(
+                Some(&pair(n - 1).refresh.unwrap().fingerprint()),
+                &pair(n),
+                None,
+            )
+            .unwrap();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+        eprintln!(
+            "commit of the pair, 1 replica, {what}: {} commits, p50 {:?}, p99 {:?}",
+            lat.len(),
+            pct(0.50),
+            pct(0.99)
+        );
+    }
 }
 
 criterion_group!(benches, bench);
