@@ -402,11 +402,11 @@ mod schedule {
         assert_eq!(spent.len(), log.len(), "{stats}");
         let posts = |a: &AgentProc| a.events("refreshed").len();
         assert_eq!(posts(&a1) + posts(&a2), log.len());
-        // The other agent saw each rotation and did not repeat it.
-        assert!(
-            !a1.events("rotated_elsewhere").is_empty()
-                || !a2.events("rotated_elsewhere").is_empty()
-        );
+        // The other agent saw a rotation and did not repeat it: at a status poll
+        // (`rotated_elsewhere`) or, when its own due time came first (a loaded machine), by
+        // adopting it in the refresh transaction (`adopted`).
+        let saw = |a: &AgentProc| a.events("rotated_elsewhere").len() + a.events("adopted").len();
+        assert!(saw(&a1) + saw(&a2) > 0, "{}\n{}", a1.log(), a2.log());
         // Every pair reached the store.
         let journal = journalled_tokens(&h);
         assert!(journal.iter().all(|(_, _, committed)| *committed));
