@@ -592,7 +592,10 @@ pub mod admin {
         let lease = redis.lease_holder().ok().flatten();
         let posting = redis.posting().ok().flatten();
         // With Sentinel: the master this connection reached (ROLE-checked), an address.
-        let master = redis.config().sentinel_master().and_then(|_| redis.master_addr());
+        let master = redis
+            .config()
+            .sentinel_master()
+            .and_then(|_| redis.master_addr());
         Ok(json!({
             "redis_url": redis.config().shown_url(),
             "redis_prefix": redis.config().prefix(),

@@ -592,7 +592,10 @@ impl RedisStore {
     /// reached (status, doctor); `None` without Sentinel or when it is unreachable.
     pub fn master_addr(&self) -> Option<String> {
         self.ping().ok()?;
-        self.master.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.master
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Checks that Redis answers (doctor, `hap fleet`).
