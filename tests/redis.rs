@@ -1226,6 +1226,16 @@ fn sentinel_status_and_doctor_show_the_sentinels_and_the_master() {
         assert!(!format!("{out}{err}").contains(redis_server::REFRESHER_PW));
         serde_json::from_str::<Value>(out.trim()).unwrap()
     };
+    // A consumer's ACL user (with +role) reaches the master through the sentinels too.
+    let consumer_pw = h.path().join("consumer.pw");
+    std::fs::write(&consumer_pw, format!("{}\n", redis_server::CONSUMER_PW)).unwrap();
+    let consumer = RedisStore::new(
+        RedisConfig::new(&sentinel_url("consumer"), Some(&consumer_pw), None, None)
+            .unwrap()
+            .with_sentinels(&set.sentinel_addrs(), Some(MASTER_NAME))
+            .unwrap(),
+    );
+    assert_eq!(consumer.read_access().unwrap().unwrap().version, 1);
     let v = status();
     assert_eq!(v["redis_sentinels"], json!(set.sentinel_addrs()));
     assert_eq!(v["redis_sentinel_master"], MASTER_NAME);

@@ -120,6 +120,11 @@ type FleetConfig struct {
 	Prefix       string        // key prefix (default "hap:")
 	CAFile       string        // PEM CA for a rediss:// server with a private CA
 	Lease        time.Duration // the refresh lease's time to live (default 10 s)
+	// Sentinels ("host:port" each) and SentinelMaster (the name they monitor
+	// the master under) put the fleet behind Redis Sentinel; URL then names the
+	// master by that name, without a port: redis://user@mymaster/0.
+	Sentinels      []string
+	SentinelMaster string
 }
 
 // MarshalJSON returns the config JSON hap_pool_open receives: only the keys
@@ -151,6 +156,10 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	setStr("redis_password_file", c.Fleet.PasswordFile)
 	setStr("redis_prefix", c.Fleet.Prefix)
 	setStr("redis_ca_file", c.Fleet.CAFile)
+	if len(c.Fleet.Sentinels) > 0 {
+		m["redis_sentinels"] = c.Fleet.Sentinels
+	}
+	setStr("redis_sentinel_master", c.Fleet.SentinelMaster)
 	for _, d := range []struct {
 		key, field string
 		v          time.Duration
@@ -270,6 +279,10 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			err = decodeOpt(v, &out.Fleet.CAFile)
 		case "redis_lease_ms":
 			err = decodeMS(v, &out.Fleet.Lease)
+		case "redis_sentinels":
+			err = decodeOpt(v, &out.Fleet.Sentinels)
+		case "redis_sentinel_master":
+			err = decodeOpt(v, &out.Fleet.SentinelMaster)
 		default:
 			return invalidArgument(fmt.Sprintf("unknown config key %q", k))
 		}

@@ -72,6 +72,9 @@ export interface RawPoolConfig {
   redis_prefix?: string | null;
   redis_ca_file?: string | null;
   redis_lease_ms?: number;
+  /** Redis Sentinel: "host:port" each; redis_url then names the master, e.g. redis://user@mymaster/0. */
+  redis_sentinels?: string[] | null;
+  redis_sentinel_master?: string | null;
   agent?: 'off' | 'prefer' | 'require';
 }
 
