@@ -32,7 +32,11 @@ pub struct SentinelNode {
 }
 
 impl SentinelNode {
-    fn start(bin: &PathBuf, conf: impl Fn(u16, &str) -> String, sentinel: bool) -> SentinelNode {
+    fn start(
+        bin: &std::path::Path,
+        conf: impl Fn(u16, &str) -> String,
+        sentinel: bool,
+    ) -> SentinelNode {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let text = conf(port, &dir.path().display().to_string());
@@ -40,7 +44,7 @@ impl SentinelNode {
         let mut n = SentinelNode {
             dir,
             port,
-            bin: bin.clone(),
+            bin: bin.to_path_buf(),
             sentinel,
             child: None,
         };
