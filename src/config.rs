@@ -218,7 +218,8 @@ pub(crate) fn range_error(key: &str, what: &str, min: u64, max: u64) -> Error {
     ))
 }
 
-/// `redis_sentinels`: a non-empty list of `host:port` (an IPv6 host in brackets).
+/// `redis_sentinels`: a list of `host:port` (an IPv6 host in brackets); `[]` or `null`:
+/// no Sentinel (what `to_json` writes then).
 fn sentinel_list(key: &str, v: &Value) -> Result<Vec<String>> {
     let bad = || {
         Error::invalid(format!(
@@ -228,7 +229,7 @@ fn sentinel_list(key: &str, v: &Value) -> Result<Vec<String>> {
     };
     let list = match v {
         Value::Null => return Ok(Vec::new()),
-        Value::Array(a) if !a.is_empty() => a,
+        Value::Array(a) => a,
         _ => return Err(bad()),
     };
     list.iter()
