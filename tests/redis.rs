@@ -1251,3 +1251,63 @@ fn sentinel_status_and_doctor_show_the_sentinels_and_the_master() {
     let new = set.failover();
     assert_eq!(status()["master_addr"], format!("127.0.0.1:{new}"));
 }
+
+/// A node demoted behind a connection hap holds answers writes with READONLY: hap drops
+/// that connection, asks the sentinels again and retries once. Sentinel's own failover
+/// closes the clients of the nodes it reconfigures; an operator's switchover with Redis's
+/// `FAILOVER` command does not, and neither does `REPLICAOF`.
+#[test]
+fn sentinel_a_write_on_a_demoted_master_is_retried_on_the_new_one() {
+    let set = sentinel_set!(1);
+    let h = sentinel_host();
+    let r = sentinel_store(&set, &h.path().join("redis.pw"));
+    // The store's connection is to the master now.
+    assert_eq!(
+        r.commit(None, &pair(A1, R1), None).unwrap(),
+        Commit::Written(1)
+    );
+    let old = set.master_port();
+    let new = set
+        .nodes
+        .iter()
+        .map(|n| n.port)
+        .find(|&p| p != old)
+        .unwrap();
+    set.wait_replicated();
+    assert_eq!(
+        set.node(old)
+            .cli(&["FAILOVER", "TO", "127.0.0.1", &new.to_string()]),
+        "OK"
+    );
+    wait_for("the switchover", 20, || {
+        set.node(new).cli(&["ROLE"]).starts_with("master")
+            && set.node(old).cli(&["ROLE"]).starts_with("slave")
+    });
+    // Until the sentinels know, they name the old master, a replica now: a new connection
+    // checks ROLE and refuses it (fail closed) rather than read a node that takes no write.
+    let fresh = sentinel_store(&set, &h.path().join("redis.pw"));
+    let e = fresh.read_pair().unwrap_err();
+    assert_eq!(e.status, Status::Unavailable, "{e}");
+    assert!(e.message.contains("not a master"), "{e}");
+    // The operator points the sentinels at the new master.
+    let s = &set.sentinels[0];
+    assert_eq!(s.cli(&["SENTINEL", "REMOVE", MASTER_NAME]), "OK");
+    let port = new.to_string();
+    let monitor = ["SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", &port, "1"];
+    assert_eq!(s.cli(&monitor), "OK");
+    s.cli(&["SENTINEL", "SET", MASTER_NAME, "auth-user", "sentinel"]);
+    s.cli(&[
+        "SENTINEL",
+        "SET",
+        MASTER_NAME,
+        "auth-pass",
+        sentinel_set::SENTINEL_USER_PW,
+    ]);
+    assert_eq!(
+        r.commit(Some(&Secret::new(R1).fingerprint()), &pair(A2, R2), None)
+            .unwrap(),
+        Commit::Written(2)
+    );
+    assert_eq!(set.node(new).cli(&["HGET", "hap:pair", "version"]), "2");
+    assert_eq!(r.master_addr(), Some(format!("127.0.0.1:{new}")));
+}
