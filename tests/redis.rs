@@ -284,6 +284,15 @@ fn the_password_is_never_in_the_url_a_message_or_debug_output() {
     assert!(!format!("{cfg:?}").contains("wrong-pw-fake"));
     let e = RedisStore::new(cfg).read_pair().unwrap_err();
     assert!(!format!("{e} {e:?}").contains("wrong-pw-fake"), "{e}");
+    // With Sentinel: the password is in neither the config's Debug nor the error of a
+    // connection through sentinels (here: none listening).
+    let cfg = RedisConfig::new("redis://refresher@hapm/", Some(&bad), None, None)
+        .unwrap()
+        .with_sentinels(&["127.0.0.1:1".to_string()], Some("hapm"))
+        .unwrap();
+    assert!(!format!("{cfg:?}").contains("wrong-pw-fake"));
+    let e = RedisStore::new(cfg).read_pair().unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("wrong-pw-fake"), "{e}");
 }
 
 #[test]
