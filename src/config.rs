@@ -107,6 +107,11 @@ pub struct Config {
     pub redis_wait_replicas: u64,
     /// How long one `WAIT` waits for those replicas, ms.
     pub redis_wait_timeout_ms: u64,
+    /// Redis Sentinel (docs/FLEET.md, "Sentinel"): the sentinels, `host:port` each, asked
+    /// for the current master at every (re)connect; empty without Sentinel.
+    pub redis_sentinels: Vec<String>,
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> ...`).
+    pub redis_sentinel_master: Option<String>,
 }
 
 /// A directory named by an environment variable, when set and non-empty. A relative one
@@ -189,6 +194,8 @@ impl Default for Config {
             redis_lease_ms: 10_000,
             redis_wait_replicas: 0,
             redis_wait_timeout_ms: 1000,
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: None,
         }
     }
 }
@@ -231,6 +238,36 @@ pub(crate) fn range_error(key: &str, what: &str, min: u64, max: u64) -> Error {
     Error::invalid(format!(
         "{what}'{key}' must be an integer from {min} to {max} (milliseconds)"
     ))
+}
+
+/// `redis_sentinels`: a list of `host:port` (an IPv6 host in brackets); `[]` or `null`:
+/// no Sentinel (what `to_json` writes then).
+fn sentinel_list(key: &str, v: &Value) -> Result<Vec<String>> {
+    let bad = || {
+        Error::invalid(format!(
+            "config key '{key}' must be a list of \"host:port\" strings, e.g. \
+             [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]"
+        ))
+    };
+    let list = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(a) => a,
+        _ => return Err(bad()),
+    };
+    list.iter()
+        .map(|e| {
+            let s = e.as_str().ok_or_else(bad)?;
+            let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty()
+                || s.chars().any(|c| c.is_whitespace() || c == '/' || c == '@')
+                || !port.parse::<u16>().is_ok_and(|p| p > 0)
+            {
+                return Err(bad());
+            }
+            Ok(s.to_string())
+        })
+        .collect()
 }
 
 fn want_bool(key: &str, v: &Value) -> Result<bool> {
@@ -442,6 +479,13 @@ impl Config {
                         _ => Some(store_path(key, want_str(key, v)?)?),
                     }
                 }
+                "redis_sentinels" => c.redis_sentinels = sentinel_list(key, v)?,
+                "redis_sentinel_master" => {
+                    c.redis_sentinel_master = match v {
+                        Value::Null => None,
+                        _ => Some(want_str(key, v)?.to_string()),
+                    }
+                }
                 other => {
                     return Err(Error::invalid(format!(
                         "unknown config key '{}'",
@@ -469,7 +513,48 @@ impl Config {
             }
         }
         c.check_ranges()?;
+        c.check_sentinel_keys()?;
         Ok(c)
+    }
+
+    /// The Sentinel keys come together and with `redis_url` (which still carries the scheme,
+    /// the ACL user and the db): one without the other would silently mean "no Sentinel" or
+    /// "no fleet", and a host that thinks it is in the fleet would refresh its own login.
+    pub fn check_sentinel_keys(&self) -> Result<()> {
+        let example = "\"redis_url\": \"redis://refresher@mymaster/0\", \"redis_sentinels\": \
+                       [\"10.0.0.1:26379\", \"10.0.0.2:26379\"], \"redis_sentinel_master\": \
+                       \"mymaster\" (docs/FLEET.md, Sentinel)";
+        match (
+            self.redis_sentinels.is_empty(),
+            self.redis_sentinel_master.as_deref(),
+        ) {
+            (true, None) => return Ok(()),
+            (false, None) => {
+                return Err(Error::invalid(format!(
+                    "config key 'redis_sentinels' needs 'redis_sentinel_master', the name the \
+                     sentinels monitor the master under: {example}"
+                )))
+            }
+            (true, Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "config key 'redis_sentinel_master' needs 'redis_sentinels', the sentinels \
+                     to ask for it: {example}"
+                )))
+            }
+            (false, Some(m)) if m.is_empty() || m.chars().any(|c| c.is_whitespace()) => {
+                return Err(Error::invalid(
+                    "config key 'redis_sentinel_master' must be a non-empty name without spaces",
+                ))
+            }
+            _ => {}
+        }
+        if self.redis_url.is_none() {
+            return Err(Error::invalid(format!(
+                "config key 'redis_sentinels' needs 'redis_url' for the scheme, the ACL user \
+                 and the db: {example}"
+            )));
+        }
+        Ok(())
     }
 
     /// The numeric ranges `from_map` enforces, for a `Config` built in Rust (the CLI, or any
@@ -538,6 +623,8 @@ impl Config {
             "redis_lease_ms": self.redis_lease_ms,
             "redis_wait_replicas": self.redis_wait_replicas,
             "redis_wait_timeout_ms": self.redis_wait_timeout_ms,
+            "redis_sentinels": self.redis_sentinels,
+            "redis_sentinel_master": self.redis_sentinel_master,
         })
     }
 }

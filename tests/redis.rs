@@ -284,6 +284,15 @@ fn the_password_is_never_in_the_url_a_message_or_debug_output() {
     assert!(!format!("{cfg:?}").contains("wrong-pw-fake"));
     let e = RedisStore::new(cfg).read_pair().unwrap_err();
     assert!(!format!("{e} {e:?}").contains("wrong-pw-fake"), "{e}");
+    // With Sentinel: the password is in neither the config's Debug nor the error of a
+    // connection through sentinels (here: none listening).
+    let cfg = RedisConfig::new("redis://refresher@hapm/", Some(&bad), None, None)
+        .unwrap()
+        .with_sentinels(&["127.0.0.1:1".to_string()], Some("hapm"))
+        .unwrap();
+    assert!(!format!("{cfg:?}").contains("wrong-pw-fake"));
+    let e = RedisStore::new(cfg).read_pair().unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("wrong-pw-fake"), "{e}");
 }
 
 #[test]
@@ -1166,4 +1175,457 @@ fn a_failover_without_wait_rolls_back_and_the_next_host_gets_invalid_grant() {
     let (vb2, eb2) = common::worker_result(spawn_in(hb.path(), &cfg_b, 0));
     assert_eq!(vb2["token_sha256"], va["token_sha256"], "{vb2} {eb2}");
     assert_eq!(server.posts(), 2);
+}
+
+// Redis Sentinel (docs/FLEET.md, "Sentinel"): a master, a replica and sentinels
+// (tests/common/sentinel.rs); hosts reach the master through `redis_sentinels` and follow a
+// failover without a restart.
+
+#[path = "common/sentinel.rs"]
+mod sentinel_set;
+
+use sentinel_set::{SentinelSet, MASTER_NAME};
+
+macro_rules! sentinel_set {
+    ($n:expr) => {
+        match SentinelSet::start($n) {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+/// `redis_url` with Sentinel: the master's Sentinel name in place of host:port.
+fn sentinel_url(user: &str) -> String {
+    format!("redis://{user}@{MASTER_NAME}/")
+}
+
+fn sentinel_store(set: &SentinelSet, pw_file: &Path) -> RedisStore {
+    RedisStore::new(
+        RedisConfig::new(&sentinel_url("refresher"), Some(pw_file), None, None)
+            .unwrap()
+            .with_sentinels(&set.sentinel_addrs(), Some(MASTER_NAME))
+            .unwrap(),
+    )
+}
+
+/// A simulated host of a Sentinel fleet: its own HOME and password file.
+fn sentinel_host() -> tempfile::TempDir {
+    let h = tempfile::tempdir().unwrap();
+    std::fs::write(
+        h.path().join("redis.pw"),
+        format!("{}\n", redis_server::REFRESHER_PW),
+    )
+    .unwrap();
+    h
+}
+
+fn sentinel_cfg(set: &SentinelSet, server: &FakeServer, home: &Path) -> Value {
+    json!({
+        "redis_url": sentinel_url("refresher"),
+        "redis_sentinels": set.sentinel_addrs(),
+        "redis_sentinel_master": MASTER_NAME,
+        "redis_password_file": home.join("redis.pw"),
+        "token_urls": [server.token_url()],
+        "pool_path": null,
+        "credentials_path": null,
+        "refresh_skew_ms": 0,
+        "lock_timeout_ms": 30000,
+        "http_timeout_ms": 8000,
+    })
+}
+
+/// A login minted by the fake server, imported through the sentinels; `valid_ms` from now.
+fn sentinel_import(r: &RedisStore, server: &FakeServer, valid_ms: i64) {
+    let v: Value = ureq::post(&format!("{}/_admin/issue", server.base))
+        .send_json(json!({}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let p = TokenPair {
+        access: Secret::new(v["access_token"].as_str().unwrap()),
+        refresh: Some(Secret::new(v["refresh_token"].as_str().unwrap())),
+        expires_at_ms: Some(common::now_ms() + valid_ms),
+    };
+    assert_eq!(r.commit(None, &p, None).unwrap(), Commit::Written(1));
+}
+
+/// One rotation by `n` processes on each of `hosts`: exactly one POST, one refresher,
+/// everyone on the token the master now holds. Returns that token's sha.
+fn sentinel_round(
+    set: &SentinelSet,
+    server: &FakeServer,
+    hosts: &[tempfile::TempDir],
+    n: usize,
+    what: &str,
+) -> String {
+    // The stored access token expires now, on whichever node is the master.
+    let past = (common::now_ms() - 1000).to_string();
+    let m = set.master();
+    m.cli(&["HSET", "hap:pair", "expires_at_ms", &past]);
+    m.cli(&["HSET", "hap:access", "expires_at_ms", &past]);
+    let posts0 = server.posts();
+    let start_at = common::now_ms() + 300 + 40 * (hosts.len() * n) as i64;
+    let children: Vec<_> = hosts
+        .iter()
+        .flat_map(|h| {
+            let cfg = sentinel_cfg(set, server, h.path());
+            (0..n)
+                .map(|_| spawn_in(h.path(), &cfg, start_at))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let results: Vec<_> = children.into_iter().map(common::worker_result).collect();
+    let want = sha6(&m.cli(&["HGET", "hap:access", "access_token"]));
+    let mut refreshed = 0;
+    for (v, err) in &results {
+        assert_eq!(v["token_sha256"], want.as_str(), "{what}: {v} {err}");
+        refreshed += usize::from(v["refreshed"] == true);
+    }
+    assert_eq!(server.posts() - posts0, 1, "{what}: one POST per rotation");
+    assert_eq!(refreshed, 1, "{what}: one process refreshed");
+    want
+}
+
+/// Hosts refresh through the sentinels; then `SENTINEL FAILOVER` (the replica becomes the
+/// master, the old master its replica), and the next rotation is one POST whose pair is
+/// written on the new master; then the new master is SIGKILLed (a real failover: the
+/// sentinels notice it down and promote the other node) and the next rotation again.
+/// Nothing lost (the replica had each pair before the failover), no `invalid_grant`, the
+/// version continues.
+#[test]
+fn sentinel_hosts_follow_a_failover_one_post_per_rotation_nothing_lost() {
+    let mut set = sentinel_set!(1);
+    let server = FakeServer::start();
+    let hosts = vec![sentinel_host(), sentinel_host()];
+    let admin = sentinel_host();
+    sentinel_import(
+        &sentinel_store(&set, &admin.path().join("redis.pw")),
+        &server,
+        -1000,
+    );
+    let m0 = set.master_port();
+    sentinel_round(&set, &server, &hosts, 2, "before the failover");
+    set.wait_replicated();
+
+    let m1 = set.failover();
+    assert_ne!(m1, m0);
+    let sha = sentinel_round(&set, &server, &hosts, 2, "after SENTINEL FAILOVER");
+    let new = set.node(m1);
+    assert_eq!(new.cli(&["HGET", "hap:pair", "version"]), "3");
+    assert_eq!(sha6(&new.cli(&["HGET", "hap:access", "access_token"])), sha);
+
+    // The real thing: the master dies; the sentinels promote the replica (the old master).
+    set.wait_replicated();
+    set.node_mut(m1).kill9();
+    let m2 = set.wait_new_master(m1);
+    assert_eq!(m2, m0);
+    sentinel_round(&set, &server, &hosts, 2, "after the master was SIGKILLed");
+    assert_eq!(set.node(m2).cli(&["HGET", "hap:pair", "version"]), "4");
+    let stats = server.stats();
+    assert_eq!(stats["invalid_grant"], 0, "{stats}");
+    assert_eq!(stats["posts"], 3, "{stats}");
+}
+
+/// A long-lived process keeps serving its valid cached token across a failover, and its
+/// subscription moves to the new master: a rotation committed there (by another host)
+/// reaches it without a restart.
+#[test]
+fn sentinel_a_long_lived_process_keeps_serving_and_its_subscription_moves() {
+    let set = sentinel_set!(1);
+    let server = FakeServer::start();
+    let (ha, hb) = (sentinel_host(), sentinel_host());
+    let r = sentinel_store(&set, &ha.path().join("redis.pw"));
+    sentinel_import(&r, &server, 3_600_000);
+    let first = sha6(&set.master().cli(&["HGET", "hap:access", "access_token"]));
+    let (mut reader, out) = start_reader(
+        ha.path(),
+        &sentinel_cfg(&set, &server, ha.path()),
+        60_000,
+        &["100"],
+    );
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let collector = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(out) {
+                let Ok(l) = l else { break };
+                lines
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&l).unwrap());
+            }
+        })
+    };
+    let old = set.master_port();
+    // Subscribed (from its second resolve on) on the old master.
+    wait_for("the reader's subscription", 20, || {
+        set.node(old)
+            .cli(&["PUBSUB", "NUMSUB", "hap:rotated"])
+            .ends_with('1')
+    });
+    set.wait_replicated();
+    let new = set.failover();
+    // Its subscription is on the new master now, and no longer on the old one.
+    wait_for("the subscription to move to the new master", 20, || {
+        set.node(new)
+            .cli(&["PUBSUB", "NUMSUB", "hap:rotated"])
+            .ends_with('1')
+    });
+    assert!(set
+        .node(old)
+        .cli(&["PUBSUB", "NUMSUB", "hap:rotated"])
+        .ends_with('0'));
+    // Another host commits a rotation on the new master (through the sentinels: a
+    // compare-and-set on the refresh token the master holds, which publishes it).
+    let n0 = lines.lock().unwrap().len();
+    let rb = sentinel_store(&set, &hb.path().join("redis.pw"));
+    let held = rb.read_pair().unwrap().unwrap();
+    let spent = held.pair.refresh.as_ref().unwrap().fingerprint();
+    assert_eq!(
+        rb.commit(Some(&spent), &pair(A2, R2), None).unwrap(),
+        Commit::Written(2)
+    );
+    let rotated = sha6(A2);
+    wait_for("the reader to serve the rotated token", 20, || {
+        lines.lock().unwrap()[n0..]
+            .iter()
+            .any(|v| v["sha"].as_str().is_some_and(|s| s.starts_with(&rotated)))
+    });
+    let _ = reader.kill();
+    let _ = reader.wait();
+    collector.join().unwrap();
+    let lines = lines.lock().unwrap();
+    // Served throughout: a failover with a valid cached token is no error.
+    for v in lines.iter() {
+        let sha = v["sha"].as_str().unwrap_or_else(|| panic!("{v}"));
+        assert!(sha.starts_with(&first) || sha.starts_with(&rotated), "{v}");
+    }
+    assert_eq!(server.posts(), 0);
+}
+
+/// One stopped sentinel (SIGSTOP: it accepts connections and never answers) does not hang
+/// hap: the next sentinel answers within the I/O timeout. The redis crate's own Sentinel
+/// client has no timeout there and blocked forever.
+#[test]
+fn sentinel_a_stopped_sentinel_is_skipped_not_waited_for() {
+    let set = sentinel_set!(2);
+    let pw = sentinel_host();
+    let master = format!("127.0.0.1:{}", set.master_port());
+    signal(set.sentinels[0].pid(), libc::SIGSTOP);
+    let r = sentinel_store(&set, &pw.path().join("redis.pw"));
+    let t = Instant::now();
+    assert!(r.read_pair().unwrap().is_none());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(r.master_addr(), Some(master));
+    signal(set.sentinels[0].pid(), libc::SIGCONT);
+}
+
+/// No sentinel reachable: UNAVAILABLE with a retry time, the password nowhere, and a host
+/// with an expired token fails closed (no POST).
+#[test]
+fn sentinel_unreachable_sentinels_fail_closed() {
+    let server = FakeServer::start();
+    let h = sentinel_host();
+    let dead: Vec<String> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+        })
+        .collect();
+    let cfg = RedisConfig::new(
+        &sentinel_url("refresher"),
+        Some(&h.path().join("redis.pw")),
+        None,
+        None,
+    )
+    .unwrap()
+    .with_sentinels(&dead, Some(MASTER_NAME))
+    .unwrap();
+    assert!(!format!("{cfg:?}").contains(redis_server::REFRESHER_PW));
+    let e = RedisStore::new(cfg).read_pair().unwrap_err();
+    assert_eq!(e.status, Status::Unavailable, "{e}");
+    assert!(e.retry_at_ms.is_some());
+    assert!(
+        e.message.contains(&dead[0]) && e.message.contains(&dead[1]),
+        "{e}"
+    );
+    assert!(!format!("{e} {e:?}").contains(redis_server::REFRESHER_PW));
+    let mut c = json!({
+        "redis_url": sentinel_url("refresher"),
+        "redis_sentinels": dead,
+        "redis_sentinel_master": MASTER_NAME,
+        "redis_password_file": h.path().join("redis.pw"),
+        "token_urls": [server.token_url()],
+        "pool_path": null,
+        "credentials_path": null,
+    });
+    let (v, err) = common::worker_result(spawn_in(h.path(), &c, 0));
+    assert_eq!(v["error"], "HAP_STATUS_UNAVAILABLE", "{v} {err}");
+    assert!(!format!("{v} {err}").contains(redis_server::REFRESHER_PW));
+    assert_eq!(server.posts(), 0, "no refresh without the lease");
+    // `hap fleet status` says so too, without the password.
+    c["redis_sentinels"] = json!(["127.0.0.1:1"]);
+    let f = h.path().join("fleet.json");
+    std::fs::write(&f, c.to_string()).unwrap();
+    let (code, out, err) = hap_cli(
+        h.path(),
+        &["--config", f.to_str().unwrap(), "fleet", "status"],
+    );
+    assert_ne!(code, 0, "{out} {err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!format!("{out}{err}").contains(redis_server::REFRESHER_PW));
+}
+
+/// Contradictory or half Sentinel configs are refused at open, with what to write.
+#[test]
+fn sentinel_config_errors_say_what_to_write() {
+    let base = json!({
+        "redis_url": sentinel_url("refresher"),
+        "redis_sentinels": ["127.0.0.1:26379"],
+        "redis_sentinel_master": MASTER_NAME,
+        "pool_path": null,
+        "credentials_path": null,
+    });
+    let open = |edit: &dyn Fn(&mut Value)| {
+        let mut c = base.clone();
+        edit(&mut c);
+        let e = hap::Pool::open_json(Some(&c.to_string()))
+            .err()
+            .unwrap_or_else(|| panic!("{c} must be refused"));
+        assert_eq!(e.status, Status::InvalidArgument, "{e}");
+        e.message
+    };
+    let m = open(&|c| c["redis_url"] = json!("redis://refresher@127.0.0.1:6379/0"));
+    assert!(m.contains("redis://refresher@hapm/0"), "{m}");
+    let m = open(&|c| c["redis_url"] = json!("redis://refresher@hapm:6379/"));
+    assert!(m.contains("without a port"), "{m}");
+    let m = open(&|c| {
+        c.as_object_mut().unwrap().remove("redis_sentinel_master");
+    });
+    assert!(m.contains("'redis_sentinel_master'"), "{m}");
+    let m = open(&|c| {
+        c.as_object_mut().unwrap().remove("redis_sentinels");
+    });
+    assert!(m.contains("'redis_sentinels'"), "{m}");
+    let m = open(&|c| {
+        c.as_object_mut().unwrap().remove("redis_url");
+    });
+    assert!(m.contains("'redis_url'"), "{m}");
+    // An empty list is no Sentinel (what to_json writes): with a master name, a half config.
+    let m = open(&|c| c["redis_sentinels"] = json!([]));
+    assert!(m.contains("needs 'redis_sentinels'"), "{m}");
+    for bad in [json!("127.0.0.1:26379"), json!(["nohost"]), json!(["h:0"])] {
+        let m = open(&|c| c["redis_sentinels"] = bad.clone());
+        assert!(m.contains("host:port"), "{m}");
+    }
+}
+
+/// `hap fleet status` and `hap doctor` show the sentinels and the master they name now,
+/// never a secret; after a failover, the new master.
+#[test]
+fn sentinel_status_and_doctor_show_the_sentinels_and_the_master() {
+    let set = sentinel_set!(1);
+    let server = FakeServer::start();
+    let h = sentinel_host();
+    sentinel_import(
+        &sentinel_store(&set, &h.path().join("redis.pw")),
+        &server,
+        3_600_000,
+    );
+    let f = h.path().join("fleet.json");
+    std::fs::write(&f, sentinel_cfg(&set, &server, h.path()).to_string()).unwrap();
+    let c = f.to_str().unwrap();
+    let status = || {
+        let (code, out, err) = hap_cli(h.path(), &["--config", c, "fleet", "status", "--json"]);
+        assert_eq!(code, 0, "{out} {err}");
+        assert!(!format!("{out}{err}").contains(redis_server::REFRESHER_PW));
+        serde_json::from_str::<Value>(out.trim()).unwrap()
+    };
+    // A consumer's ACL user (with +role) reaches the master through the sentinels too.
+    let consumer_pw = h.path().join("consumer.pw");
+    std::fs::write(&consumer_pw, format!("{}\n", redis_server::CONSUMER_PW)).unwrap();
+    let consumer = RedisStore::new(
+        RedisConfig::new(&sentinel_url("consumer"), Some(&consumer_pw), None, None)
+            .unwrap()
+            .with_sentinels(&set.sentinel_addrs(), Some(MASTER_NAME))
+            .unwrap(),
+    );
+    assert_eq!(consumer.read_access().unwrap().unwrap().version, 1);
+    let v = status();
+    assert_eq!(v["redis_sentinels"], json!(set.sentinel_addrs()));
+    assert_eq!(v["redis_sentinel_master"], MASTER_NAME);
+    assert_eq!(v["master_addr"], format!("127.0.0.1:{}", set.master_port()));
+    assert_eq!(v["version"], 1);
+    let (_, out, err) = hap_cli(h.path(), &["--config", c, "fleet", "status"]);
+    assert!(
+        out.contains(&format!("sentinels: {}", set.sentinel_addrs()[0])),
+        "{out} {err}"
+    );
+    let (_, out, err) = hap_cli(h.path(), &["--config", c, "doctor", "--json"]);
+    assert!(out.contains("as master hapm"), "{out} {err}");
+    assert!(!format!("{out}{err}").contains(redis_server::REFRESHER_PW));
+    set.wait_replicated();
+    let new = set.failover();
+    assert_eq!(status()["master_addr"], format!("127.0.0.1:{new}"));
+}
+
+/// A node demoted behind a connection hap holds answers writes with READONLY: hap drops
+/// that connection, asks the sentinels again and retries once. Sentinel's own failover
+/// closes the clients of the nodes it reconfigures; an operator's switchover with Redis's
+/// `FAILOVER` command does not, and neither does `REPLICAOF`.
+#[test]
+fn sentinel_a_write_on_a_demoted_master_is_retried_on_the_new_one() {
+    let set = sentinel_set!(1);
+    let h = sentinel_host();
+    let r = sentinel_store(&set, &h.path().join("redis.pw"));
+    // The store's connection is to the master now.
+    assert_eq!(
+        r.commit(None, &pair(A1, R1), None).unwrap(),
+        Commit::Written(1)
+    );
+    let old = set.master_port();
+    let new = set
+        .nodes
+        .iter()
+        .map(|n| n.port)
+        .find(|&p| p != old)
+        .unwrap();
+    set.wait_replicated();
+    assert_eq!(
+        set.node(old)
+            .cli(&["FAILOVER", "TO", "127.0.0.1", &new.to_string()]),
+        "OK"
+    );
+    wait_for("the switchover", 20, || {
+        set.node(new).cli(&["ROLE"]).starts_with("master")
+            && set.node(old).cli(&["ROLE"]).starts_with("slave")
+    });
+    // Until the sentinels know, they name the old master, a replica now: a new connection
+    // checks ROLE and refuses it (fail closed) rather than read a node that takes no write.
+    let fresh = sentinel_store(&set, &h.path().join("redis.pw"));
+    let e = fresh.read_pair().unwrap_err();
+    assert_eq!(e.status, Status::Unavailable, "{e}");
+    assert!(e.message.contains("not a master"), "{e}");
+    // The operator points the sentinels at the new master.
+    let s = &set.sentinels[0];
+    assert_eq!(s.cli(&["SENTINEL", "REMOVE", MASTER_NAME]), "OK");
+    let port = new.to_string();
+    let monitor = ["SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", &port, "1"];
+    assert_eq!(s.cli(&monitor), "OK");
+    s.cli(&["SENTINEL", "SET", MASTER_NAME, "auth-user", "sentinel"]);
+    s.cli(&[
+        "SENTINEL",
+        "SET",
+        MASTER_NAME,
+        "auth-pass",
+        sentinel_set::SENTINEL_USER_PW,
+    ]);
+    assert_eq!(
+        r.commit(Some(&Secret::new(R1).fingerprint()), &pair(A2, R2), None)
+            .unwrap(),
+        Commit::Written(2)
+    );
+    assert_eq!(set.node(new).cli(&["HGET", "hap:pair", "version"]), "2");
+    assert_eq!(r.master_addr(), Some(format!("127.0.0.1:{new}")));
 }

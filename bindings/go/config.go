@@ -125,6 +125,11 @@ type FleetConfig struct {
 	// the number of replicas you run (docs/FLEET.md, Replicas and failover).
 	WaitReplicas int
 	WaitTimeout  time.Duration // how long one WAIT waits (default 1 s)
+	// Sentinels ("host:port" each) and SentinelMaster (the name they monitor
+	// the master under) put the fleet behind Redis Sentinel; URL then names the
+	// master by that name, without a port: redis://user@mymaster/0.
+	Sentinels      []string
+	SentinelMaster string
 }
 
 // MarshalJSON returns the config JSON hap_pool_open receives: only the keys
@@ -162,6 +167,10 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	if c.Fleet.WaitReplicas > 0 {
 		m["redis_wait_replicas"] = c.Fleet.WaitReplicas
 	}
+	if len(c.Fleet.Sentinels) > 0 {
+		m["redis_sentinels"] = c.Fleet.Sentinels
+	}
+	setStr("redis_sentinel_master", c.Fleet.SentinelMaster)
 	for _, d := range []struct {
 		key, field string
 		v          time.Duration
@@ -286,6 +295,10 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			err = decodeOpt(v, &out.Fleet.WaitReplicas)
 		case "redis_wait_timeout_ms":
 			err = decodeMS(v, &out.Fleet.WaitTimeout)
+		case "redis_sentinels":
+			err = decodeOpt(v, &out.Fleet.Sentinels)
+		case "redis_sentinel_master":
+			err = decodeOpt(v, &out.Fleet.SentinelMaster)
 		default:
 			return invalidArgument(fmt.Sprintf("unknown config key %q", k))
 		}

@@ -20,11 +20,21 @@ func TestConfigFleetJSON(t *testing.T) {
 		WaitReplicas: 1,
 		WaitTimeout:  250 * time.Millisecond,
 	}}
+	fleetJSONRoundTrip(t, cfg, `{"redis_ca_file":"/etc/hap/ca.pem","redis_lease_ms":2,"redis_password_file":"/run/secrets/hap-redis","redis_prefix":"me:","redis_url":"rediss://hap-refresher@127.0.0.1:6380/0","redis_wait_replicas":1,"redis_wait_timeout_ms":250}`)
+	// Behind Redis Sentinel.
+	fleetJSONRoundTrip(t, hap.Config{Fleet: hap.FleetConfig{
+		URL:            "redis://hap-refresher@mymaster/0",
+		Sentinels:      []string{"10.0.0.1:26379", "10.0.0.2:26379"},
+		SentinelMaster: "mymaster",
+	}}, `{"redis_sentinel_master":"mymaster","redis_sentinels":["10.0.0.1:26379","10.0.0.2:26379"],"redis_url":"redis://hap-refresher@mymaster/0"}`)
+}
+
+func fleetJSONRoundTrip(t *testing.T, cfg hap.Config, want string) {
+	t.Helper()
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"redis_ca_file":"/etc/hap/ca.pem","redis_lease_ms":2,"redis_password_file":"/run/secrets/hap-redis","redis_prefix":"me:","redis_url":"rediss://hap-refresher@127.0.0.1:6380/0","redis_wait_replicas":1,"redis_wait_timeout_ms":250}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}

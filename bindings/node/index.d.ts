@@ -75,6 +75,9 @@ export interface RawPoolConfig {
   /** Replicas that must acknowledge each marker and commit (Redis WAIT); 0: none. docs/FLEET.md */
   redis_wait_replicas?: number;
   redis_wait_timeout_ms?: number;
+  /** Redis Sentinel: "host:port" each; redis_url then names the master, e.g. redis://user@mymaster/0. */
+  redis_sentinels?: string[] | null;
+  redis_sentinel_master?: string | null;
   agent?: 'off' | 'prefer' | 'require';
 }
 

@@ -33,6 +33,7 @@ pub(crate) enum Fleet {}
 #[cfg(not(feature = "redis"))]
 impl Fleet {
     pub(crate) fn open(cfg: &Config) -> Result<Option<std::sync::Arc<Fleet>>> {
+        cfg.check_sentinel_keys()?;
         match cfg.redis_url {
             None => Ok(None),
             Some(_) => Err(Error::invalid(
@@ -57,7 +58,7 @@ mod imp {
     use crate::journal::Journal;
     use crate::lock::{Held, LeaseSource, LockSpec, TakeLease};
     use crate::secret::{fingerprint, Secret};
-    use crate::store::redis::{Commit, Posting, RedisConfig, RedisStore, Subscription};
+    use crate::store::redis::{Commit, Posting, RedisStore, Subscription};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, OnceLock, Weak};
@@ -126,12 +127,9 @@ mod imp {
             let Some(url) = &cfg.redis_url else {
                 return Ok(None);
             };
-            let rc = RedisConfig::new(
-                url,
-                cfg.redis_password_file.as_deref(),
-                cfg.redis_prefix.as_deref(),
-                cfg.redis_ca_file.as_deref(),
-            )?;
+            let rc = super::redis_config(cfg, url)?;
+            // From the config, not from where the master is: with Sentinel, a failover
+            // does not move this host's journal.
             let id = fingerprint(&format!("{url}\n{}", rc.prefix()));
             let journal_store = state_dir()?.join(format!("fleet-{}.json", &id[7..19]));
             Ok(Some(Arc::new_cyclic(|me| Fleet {
@@ -418,6 +416,20 @@ mod imp {
     }
 }
 
+/// The fleet's Redis as the config names it: `redis_url` and its password, prefix and CA,
+/// and the Sentinel keys.
+#[cfg(feature = "redis")]
+fn redis_config(cfg: &Config, url: &str) -> Result<crate::store::redis::RedisConfig> {
+    cfg.check_sentinel_keys()?;
+    crate::store::redis::RedisConfig::new(
+        url,
+        cfg.redis_password_file.as_deref(),
+        cfg.redis_prefix.as_deref(),
+        cfg.redis_ca_file.as_deref(),
+    )?
+    .with_sentinels(&cfg.redis_sentinels, cfg.redis_sentinel_master.as_deref())
+}
+
 /// `hap fleet import|export|status` (issue 16): moving a login into the fleet's Redis and
 /// out of it, as library calls, so the CLI stays on the public API.
 #[cfg(feature = "redis")]
@@ -426,7 +438,7 @@ pub mod admin {
     use crate::credentials::{CredentialsFile, TokenPair};
     use crate::error::{Error, Result, Status};
     use crate::pool_file::PoolFile;
-    use crate::store::redis::{Commit, RedisConfig, RedisStore};
+    use crate::store::redis::{Commit, RedisStore};
     use serde_json::{json, Value};
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
@@ -465,13 +477,8 @@ pub mod admin {
                  the HAP_CONFIG file (docs/FLEET.md)",
             )
         })?;
-        Ok(RedisStore::new(RedisConfig::new(
-            url,
-            cfg.redis_password_file.as_deref(),
-            cfg.redis_prefix.as_deref(),
-            cfg.redis_ca_file.as_deref(),
-        )?)
-        .with_wait(cfg.redis_wait_replicas, cfg.redis_wait_timeout_ms))
+        Ok(RedisStore::new(super::redis_config(cfg, url)?)
+            .with_wait(cfg.redis_wait_replicas, cfg.redis_wait_timeout_ms))
     }
 
     fn authority(s: &RedisStore) -> String {
@@ -585,7 +592,9 @@ pub mod admin {
         })
     }
 
-    /// The fleet's authority now, without a secret: `redis_url`, `redis_prefix`, `role`
+    /// The fleet's authority now, without a secret: `redis_url`, `redis_prefix`,
+    /// `redis_sentinels` and `redis_sentinel_master` (empty and null without Sentinel),
+    /// `master_addr` (with Sentinel: `host:port` of the master reached), `role`
     /// (refresher or consumer: what this ACL user may read), `version`, `expires_at_ms`,
     /// `lease_holder`, `lease_ttl_ms`, `possibly_spent_since_ms`, `possibly_spent_by` (the
     /// process that POSTed, `host:pid`), `redis_wait_replicas` (the config's),
@@ -605,9 +614,17 @@ pub mod admin {
         let lease = redis.lease_holder().ok().flatten();
         let posting = redis.posting().ok().flatten();
         let replicas = redis.connected_replicas().ok();
+        // With Sentinel: the master this connection reached (ROLE-checked), an address.
+        let master = redis
+            .config()
+            .sentinel_master()
+            .and_then(|_| redis.master_addr());
         Ok(json!({
             "redis_url": redis.config().shown_url(),
             "redis_prefix": redis.config().prefix(),
+            "redis_sentinels": redis.config().sentinels(),
+            "redis_sentinel_master": redis.config().sentinel_master(),
+            "master_addr": master,
             "role": role,
             "version": version,
             "expires_at_ms": expires,

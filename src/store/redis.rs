@@ -66,6 +66,10 @@ pub struct RedisConfig {
     password: Option<Secret>,
     prefix: String,
     ca_file: Option<PathBuf>,
+    /// Redis Sentinel: the sentinels asked for the master at every (re)connect, and the
+    /// name they monitor it under. Empty: `url`'s host is the Redis.
+    sentinels: Vec<(String, u16)>,
+    sentinel_master: String,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -74,6 +78,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("url", &self.url)
             .field("password", &self.password.as_ref().map(|_| "[set]"))
             .field("prefix", &self.prefix)
+            .field("sentinels", &self.sentinels)
+            .field("sentinel_master", &self.sentinel_master)
             .finish()
     }
 }
@@ -144,7 +150,64 @@ impl RedisConfig {
             password,
             prefix: prefix.to_string(),
             ca_file: ca_file.map(Path::to_path_buf),
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
         })
+    }
+
+    /// Redis Sentinel (docs/FLEET.md, "Sentinel"): every connection asks `sentinels`
+    /// (`host:port` each) for the master they monitor as `master`. `redis_url` then names
+    /// that master by its Sentinel name, without a port (`redis://refresher@mymaster/0`):
+    /// it still carries the scheme (a `rediss://` fleet reaches the sentinels and the master
+    /// over TLS, with `redis_ca_file`), the ACL user and the db, while an address in it would
+    /// be one hap never connects to. Nothing (an empty list): no Sentinel.
+    pub fn with_sentinels(mut self, sentinels: &[String], master: Option<&str>) -> Result<Self> {
+        let Some(master) = master.filter(|_| !sentinels.is_empty()) else {
+            return Ok(self);
+        };
+        let parsed = url::Url::parse(&self.url).map_err(|_| Error::internal("url re-parse"))?;
+        if parsed.host_str() != Some(master) || parsed.port().is_some() {
+            return Err(Error::invalid(format!(
+                "config key 'redis_url' ({}): with 'redis_sentinels', the sentinels say where \
+                 the master is, so the URL names it by its Sentinel name, without a port: \
+                 write \"{}://{}@{master}{}\" (docs/FLEET.md, Sentinel)",
+                crate::secret::redact_tokens(&self.url),
+                parsed.scheme(),
+                if parsed.username().is_empty() {
+                    "USER"
+                } else {
+                    parsed.username()
+                },
+                parsed.path()
+            )));
+        }
+        self.sentinels = sentinels
+            .iter()
+            .map(|s| {
+                let (h, p) = s.rsplit_once(':').unwrap_or((s, ""));
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                match p.parse::<u16>() {
+                    Ok(p) => Ok((h.to_string(), p)),
+                    Err(_) => Err(Error::invalid(format!(
+                        "config key 'redis_sentinels': {s:?} is not host:port"
+                    ))),
+                }
+            })
+            .collect::<Result<_>>()?;
+        self.sentinel_master = master.to_string();
+        Ok(self)
+    }
+
+    /// The sentinels as status shows them (`host:port`, no secret); empty without Sentinel.
+    pub fn sentinels(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect()
+    }
+
+    pub fn sentinel_master(&self) -> Option<&str> {
+        (!self.sentinels.is_empty()).then_some(self.sentinel_master.as_str())
     }
 
     /// The URL as status and doctor show it (it never holds the password).
@@ -164,7 +227,9 @@ impl RedisConfig {
         self.key("rotated")
     }
 
-    fn client(&self) -> Result<Client> {
+    /// A client for the URL's Redis, or, with `at`, for that address with the URL's
+    /// scheme, ACL user, password and db (the master a sentinel named).
+    fn client(&self, at: Option<(&str, u16)>) -> Result<Client> {
         let bad = |e: redis::RedisError| {
             Error::invalid(format!(
                 "config key 'redis_url' ({}): {e}",
@@ -176,10 +241,36 @@ impl RedisConfig {
             let settings = info.redis_settings().clone().set_password(pw.expose());
             info = info.set_redis_settings(settings);
         }
+        if let Some((host, port)) = at {
+            let addr = match info.addr().clone() {
+                ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => ConnectionAddr::TcpTls {
+                    host: host.to_string(),
+                    port,
+                    insecure,
+                    tls_params,
+                },
+                _ => ConnectionAddr::Tcp(host.to_string(), port),
+            };
+            info = info.set_addr(addr);
+        }
+        self.open_client(info).map_err(bad)
+    }
+
+    /// `info` with the CA of `redis_ca_file` for a TLS address.
+    fn open_client(&self, info: ConnectionInfo) -> Result<Client, redis::RedisError> {
         match (&self.ca_file, info.addr()) {
             (Some(ca), ConnectionAddr::TcpTls { .. }) => {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| Error::io(ca, "reading the Redis CA certificate", &e))?;
+                let pem = std::fs::read(ca).map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "reading the Redis CA certificate",
+                        format!("{}: {e}", ca.display()),
+                    ))
+                })?;
                 Client::build_with_tls(
                     info,
                     redis::TlsCertificates {
@@ -187,22 +278,136 @@ impl RedisConfig {
                         root_cert: Some(pem),
                     },
                 )
-                .map_err(bad)
             }
-            _ => Client::open(info).map_err(bad),
+            _ => Client::open(info),
         }
     }
 
-    /// A connection with hap's timeouts. `Unavailable` when Redis does not answer.
+    /// A connection with hap's timeouts. `Unavailable` when Redis does not answer. With
+    /// Sentinel, to the master the sentinels name now (a failover moves it).
     pub fn connect(&self) -> Result<Connection> {
-        let c = self.client()?;
-        let con = c
-            .get_connection_with_timeout(IO_TIMEOUT)
-            .map_err(|e| unavailable("connect", &e))?;
-        con.set_read_timeout(Some(IO_TIMEOUT))
-            .and_then(|_| con.set_write_timeout(Some(IO_TIMEOUT)))
-            .map_err(|e| unavailable("connect", &e))?;
-        Ok(con)
+        self.connect_at().map(|(c, _)| c)
+    }
+
+    /// [`connect`](Self::connect), and with Sentinel the master's `host:port` it reached.
+    fn connect_at(&self) -> Result<(Connection, Option<String>)> {
+        if !self.sentinels.is_empty() {
+            return self.connect_via_sentinels();
+        }
+        let c = self.client(None)?;
+        let con = with_timeouts(&c).map_err(|e| unavailable("connect", &e))?;
+        Ok((con, None))
+    }
+
+    /// The Sentinel client protocol (redis.io, "Sentinel client spec"): ask each sentinel
+    /// in turn for the master's address (`SENTINEL GET-MASTER-ADDR-BY-NAME`), connect, and
+    /// keep the connection only if the node says `ROLE` master: right after a failover a
+    /// sentinel can still name the old master, which then answers as a replica.
+    ///
+    /// Not the redis crate's `sentinel` feature: its blocking client opens its sentinel and
+    /// role-check connections without any timeout (`Client::get_connection`), so one
+    /// stopped sentinel (SIGSTOP, a hung VM) blocked every hap call forever instead of
+    /// failing over to the next sentinel or failing closed within `IO_TIMEOUT`; and it would
+    /// add rand, rand_core, chacha20 and a second cpufeatures to every process that loads
+    /// hap, for a random replica choice hap never makes.
+    fn connect_via_sentinels(&self) -> Result<(Connection, Option<String>)> {
+        let master = &self.sentinel_master;
+        let mut why = Vec::new();
+        for (host, port) in &self.sentinels {
+            let at = format!("sentinel {host}:{port}");
+            let addr = match self.ask_sentinel(host, *port) {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    why.push(format!("{at} monitors no master named {master}"));
+                    continue;
+                }
+                Err(e) => {
+                    why.push(format!("{at}: {e}"));
+                    continue;
+                }
+            };
+            let mut con = match self
+                .client(Some((&addr.0, addr.1)))
+                .and_then(|c| with_timeouts(&c).map_err(|e| unavailable("connect", &e)))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    why.push(format!(
+                        "{at} names {}:{}, which does not answer ({})",
+                        addr.0, addr.1, e.message
+                    ));
+                    continue;
+                }
+            };
+            match redis::cmd("ROLE").query::<redis::Value>(&mut con) {
+                Ok(redis::Value::Array(v)) if is_master(v.first()) => {
+                    return Ok((con, Some(format!("{}:{}", addr.0, addr.1))))
+                }
+                Ok(_) => why.push(format!(
+                    "{at} names {}:{}, which is not a master (yet): a failover in progress",
+                    addr.0, addr.1
+                )),
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
+                    return Err(Error::new(
+                        Status::InvalidArgument,
+                        format!(
+                            "redis: this ACL user may not run ROLE, which hap needs with \
+                             Sentinel to check it reached the master: add +role to it \
+                             (docs/FLEET.md, Sentinel) ({e})"
+                        ),
+                    ))
+                }
+                Err(e) => why.push(format!("{at}: ROLE on {}:{}: {e}", addr.0, addr.1)),
+            }
+        }
+        Err(Error::new(
+            Status::Unavailable,
+            crate::secret::redact_tokens(&format!(
+                "redis: no sentinel of {} named a reachable master {master}: {}",
+                self.sentinels().join(", "),
+                why.join("; ")
+            )),
+        )
+        .with_retry_at(Some(crate::clock::now_ms().saturating_add(1000))))
+    }
+
+    /// The master's address one sentinel gives, `None` when it monitors no such name.
+    /// Sentinels are reached over the URL's transport (TLS with `redis_ca_file` for
+    /// `rediss://`) and without a password (docs/FLEET.md: a private network).
+    fn ask_sentinel(&self, host: &str, port: u16) -> redis::RedisResult<Option<(String, u16)>> {
+        let addr = match url::Url::parse(&self.url).map(|u| u.scheme() == "rediss") {
+            Ok(true) => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        let c = self.open_client(addr.into_connection_info()?)?;
+        let mut con = with_timeouts(&c)?;
+        let got: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.sentinel_master)
+            .query(&mut con)?;
+        Ok(got)
+    }
+}
+
+/// A connection with hap's connect, read and write timeouts.
+fn with_timeouts(c: &Client) -> redis::RedisResult<Connection> {
+    let con = c.get_connection_with_timeout(IO_TIMEOUT)?;
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(con)
+}
+
+/// `ROLE`'s first element: "master" on a master.
+fn is_master(first: Option<&redis::Value>) -> bool {
+    match first {
+        Some(redis::Value::BulkString(b)) => b == b"master",
+        Some(redis::Value::SimpleString(s)) => s == "master",
+        _ => false,
     }
 }
 
@@ -338,6 +543,8 @@ pub struct RedisStore {
     cfg: RedisConfig,
     con: Mutex<Option<Connection>>,
     wait: Option<Wait>,
+    /// With Sentinel: the master `con` reached (status shows it).
+    master: Mutex<Option<String>>,
 }
 
 /// `redis_wait_replicas` and `redis_wait_timeout_ms`: how many replicas must acknowledge
@@ -368,6 +575,7 @@ impl RedisStore {
             cfg,
             con: Mutex::new(None),
             wait: None,
+            master: Mutex::new(None),
         }
     }
 
@@ -389,6 +597,7 @@ impl RedisStore {
             cfg: self.cfg.clone(),
             con: Mutex::new(None),
             wait: self.wait,
+            master: Mutex::new(None),
         }
     }
 
@@ -418,17 +627,24 @@ impl RedisStore {
         let mut slot = self.con.lock().unwrap_or_else(|p| p.into_inner());
         for attempt in 0..2 {
             if slot.is_none() {
-                *slot = Some(self.cfg.connect()?);
+                let (con, master) = self.cfg.connect_at()?;
+                *slot = Some(con);
+                *self.master.lock().unwrap_or_else(|p| p.into_inner()) = master;
             }
             let con = slot.as_mut().expect("connected");
             match f(con) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     *slot = None;
+                    // READONLY: a failover demoted the node this connection reached
+                    // (with Sentinel, a new connection asks the sentinels for the new
+                    // master); the write was not done, so once more is safe.
                     let retry = attempt == 0
                         && (e.is_io_error()
                             || e.is_connection_dropped()
-                            || e.is_connection_refusal());
+                            || e.is_connection_refusal()
+                            || e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
                     if !retry {
                         return Err(
                             if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
@@ -451,6 +667,16 @@ impl RedisStore {
             }
         }
         unreachable!("the second attempt returns")
+    }
+
+    /// With Sentinel, the `host:port` of the master the sentinels named and this handle
+    /// reached (status, doctor); `None` without Sentinel or when it is unreachable.
+    pub fn master_addr(&self) -> Option<String> {
+        self.ping().ok()?;
+        self.master
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Checks that Redis answers (doctor, `hap fleet`).

@@ -105,6 +105,13 @@ mod imp {
                     doc["redis_url"].as_str().unwrap_or("?"),
                     doc["redis_prefix"].as_str().unwrap_or("?")
                 ));
+                if let Some(name) = doc["redis_sentinel_master"].as_str() {
+                    outln(&format!(
+                        "  sentinels: {}; master {name} is at {}",
+                        sentinel_list(&doc),
+                        doc["master_addr"].as_str().unwrap_or("?")
+                    ));
+                }
                 outln(&format!(
                     "  role of this ACL user: {}",
                     doc["role"].as_str().unwrap_or("?")
@@ -145,6 +152,20 @@ mod imp {
     }
 }
 
+/// `redis_sentinels` of a status document, comma-separated.
+#[cfg(feature = "redis")]
+fn sentinel_list(doc: &serde_json::Value) -> String {
+    doc["redis_sentinels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 /// `hap doctor`'s `fleet` check (issue 16): with `redis_url`, is the authority reachable,
 /// what may this ACL user do, is there a login, who holds the lease. Never a secret.
 pub fn findings(cfg: &Config) -> Vec<crate::doctor::Finding> {
@@ -180,6 +201,17 @@ pub fn findings(cfg: &Config) -> Vec<crate::doctor::Finding> {
         Ok(doc) => {
             let url = doc["redis_url"].as_str().unwrap_or("?").to_string();
             let role = doc["role"].as_str().unwrap_or("?").to_string();
+            if let Some(name) = doc["redis_sentinel_master"].as_str() {
+                add(
+                    Level::Info,
+                    format!(
+                        "sentinels {} name {} as master {name}",
+                        sentinel_list(&doc),
+                        doc["master_addr"].as_str().unwrap_or("?")
+                    ),
+                    None,
+                );
+            }
             match doc["version"].as_u64() {
                 Some(v) => add(
                     Level::Ok,
@@ -246,6 +278,13 @@ pub fn status_lines(cfg: &Config) -> String {
                 doc["redis_prefix"].as_str().unwrap_or("?"),
                 doc["role"].as_str().unwrap_or("?")
             );
+            if doc["redis_sentinel_master"].is_string() {
+                s.push_str(&format!(
+                    " (via sentinels {}: master at {})",
+                    sentinel_list(&doc),
+                    doc["master_addr"].as_str().unwrap_or("?")
+                ));
+            }
             match doc["version"].as_u64() {
                 Some(v) => s.push_str(&format!(", login version {v}")),
                 None => s.push_str(", no login (hap fleet import)"),
