@@ -621,6 +621,17 @@ fn redis_killed_during_a_refresh_loses_nothing() {
     );
 }
 
+/// Two hosts on an expired login whose next POST is answered after 1.5 s, and a config
+/// whose marker window (lease + HTTP timeout) is 3 s: the stranding tests' start.
+fn stranding(s: &RedisServer) -> (FakeServer, tempfile::TempDir, tempfile::TempDir, Value) {
+    let server = FakeServer::start();
+    let (ha, hb) = (host(s), host(s));
+    import_expired(s, &server);
+    server.script(json!([{"delay_ms": 1500}]));
+    let short = json!({"redis_lease_ms": 1000, "http_timeout_ms": 2000});
+    (server, ha, hb, short)
+}
+
 /// A long-lived process whose pair was stranded in its host's journal (Redis SIGKILLed
 /// while its POST was in flight) commits it as soon as Redis is back, from its subscription's
 /// reconnect, even while it is idle: another host that needs a refresh after the marker
@@ -629,12 +640,7 @@ fn redis_killed_during_a_refresh_loses_nothing() {
 #[test]
 fn a_stranded_pair_is_committed_when_redis_returns_before_another_host_spends_its_token() {
     let mut s = server!();
-    let server = FakeServer::start();
-    let (ha, hb) = (host(&s), host(&s));
-    import_expired(&s, &server);
-    server.script(json!([{"delay_ms": 1500}]));
-    // The marker window is lease + HTTP timeout: 3 s.
-    let short = json!({"redis_lease_ms": 1000, "http_timeout_ms": 2000});
+    let (server, ha, hb, short) = stranding(&s);
     let cfg_a = fleet_cfg(&s, &server, ha.path(), short.clone());
     // Two resolves (the second starts its subscription), then idle.
     let (mut reader, mut out) = start_reader(ha.path(), &cfg_a, 60_000, &["300", "rust", "2"]);
@@ -679,11 +685,7 @@ fn a_stranded_pair_is_committed_when_redis_returns_before_another_host_spends_it
 #[test]
 fn invalid_grant_after_a_stranded_post_names_its_host_and_the_holder_repairs_it() {
     let mut s = server!();
-    let server = FakeServer::start();
-    let (ha, hb) = (host(&s), host(&s));
-    import_expired(&s, &server);
-    server.script(json!([{"delay_ms": 1500}]));
-    let short = json!({"redis_lease_ms": 1000, "http_timeout_ms": 2000});
+    let (server, ha, hb, short) = stranding(&s);
     let cfg_a = fleet_cfg(&s, &server, ha.path(), short.clone());
     let cfg_b = fleet_cfg(&s, &server, hb.path(), short);
     let a1 = spawn_in(ha.path(), &cfg_a, 0);
