@@ -394,18 +394,23 @@ fn sha6(token: &str) -> String {
         .collect()
 }
 
-/// A login minted by the fake server, imported into Redis, its access token expired.
-fn import_expired(s: &RedisServer, server: &FakeServer) {
+/// A login minted by the fake server, its access token valid for `valid_ms` from now.
+fn minted(server: &FakeServer, valid_ms: i64) -> TokenPair {
     let v: Value = ureq::post(&format!("{}/_admin/issue", server.base))
         .send_json(json!({}))
         .unwrap()
         .into_json()
         .unwrap();
-    let p = TokenPair {
+    TokenPair {
         access: Secret::new(v["access_token"].as_str().unwrap()),
         refresh: Some(Secret::new(v["refresh_token"].as_str().unwrap())),
-        expires_at_ms: Some(common::now_ms() - 1000),
-    };
+        expires_at_ms: Some(common::now_ms() + valid_ms),
+    }
+}
+
+/// A login minted by the fake server, imported into Redis, its access token expired.
+fn import_expired(s: &RedisServer, server: &FakeServer) {
+    let p = minted(server, -1000);
     assert_eq!(
         store(s, "refresher").commit(None, &p, None).unwrap(),
         Commit::Written(1)
@@ -1239,16 +1244,7 @@ fn sentinel_cfg(set: &SentinelSet, server: &FakeServer, home: &Path) -> Value {
 
 /// A login minted by the fake server, imported through the sentinels; `valid_ms` from now.
 fn sentinel_import(r: &RedisStore, server: &FakeServer, valid_ms: i64) {
-    let v: Value = ureq::post(&format!("{}/_admin/issue", server.base))
-        .send_json(json!({}))
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let p = TokenPair {
-        access: Secret::new(v["access_token"].as_str().unwrap()),
-        refresh: Some(Secret::new(v["refresh_token"].as_str().unwrap())),
-        expires_at_ms: Some(common::now_ms() + valid_ms),
-    };
+    let p = minted(server, valid_ms);
     assert_eq!(r.commit(None, &p, None).unwrap(), Commit::Written(1));
 }
 

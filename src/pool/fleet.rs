@@ -365,14 +365,12 @@ mod imp {
         /// refusal) never refreshes: it serves what Redis has and waits for a refresher
         /// host's rotation, which its subscription brings at once.
         fn refresh_deferred(&self) -> Option<Deferred> {
-            self.is_consumer().then(|| Deferred {
+            self.is_consumer().then_some(Deferred {
                 refresher: "this host is a fleet consumer (its Redis ACL user reads the access \
                             token only): a refresher host rotates the login; run `hap token` \
-                            on one if none is running (docs/FLEET.md)"
-                    .into(),
+                            on one if none is running (docs/FLEET.md)",
                 when_gone: "the fleet's Redis holds no login: `hap fleet import` on a refresher \
-                            host (docs/FLEET.md)"
-                    .into(),
+                            host (docs/FLEET.md)",
                 // A rotation is published the moment it is committed.
                 retry_ms: 1000,
             })

@@ -32,7 +32,7 @@ impl Refresher<'_> {
     ) -> Result<Outcome> {
         let now = now_ms();
         let current = self.read_pair(&**a)?.ok_or_else(|| {
-            Error::new(Status::ReauthRequired, d.when_gone.clone()).with_credential(&row.id)
+            Error::new(Status::ReauthRequired, d.when_gone).with_credential(&row.id)
         })?;
         let valid = current.expires_at_ms.is_none_or(|at| at > now);
         let rotated = current.access != stale.access;

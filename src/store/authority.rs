@@ -70,9 +70,9 @@ pub enum Written {
 pub struct Deferred {
     /// Why hap does not refresh, and what refreshes it instead: "Claude Code owns this
     /// login (defer_refresh_to_claude_code): hap does not refresh it. Run `claude` ...".
-    pub refresher: String,
+    pub refresher: &'static str,
     /// What to do when the store holds no login at all.
-    pub when_gone: String,
+    pub when_gone: &'static str,
     /// When a caller should look again, in ms.
     pub retry_ms: i64,
 }

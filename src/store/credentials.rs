@@ -560,14 +560,12 @@ impl Authority for CredentialsFile {
     }
 
     fn refresh_deferred(&self) -> Option<Deferred> {
-        self.deferred.then(|| Deferred {
+        self.deferred.then_some(Deferred {
             refresher: "Claude Code owns this login (defer_refresh_to_claude_code): hap does \
                         not refresh it. Run `claude` (any prompt) to refresh it; hap picks up \
-                        the new token at once"
-                .into(),
+                        the new token at once",
             when_gone: "the login is gone from its store: log in again with Claude Code \
-                        (`claude`, then /login)"
-                .into(),
+                        (`claude`, then /login)",
             // Claude Code refreshes as soon as it is used.
             retry_ms: 30_000,
         })
